@@ -1,0 +1,168 @@
+# libdstack - build, test, install.
+#
+#   make                 lib/libdstack.so.X.Y.Z (+ symlinks) and lib/libdstack.a
+#   make check           every test (unit, integration, ONNX conformance, ORT oracle)
+#   make sanitize        the tests under ASan + UBSan (build/asan)
+#   make tsan            the concurrency tests under ThreadSanitizer (build/tsan)
+#   make examples        examples/ against the freshly built library
+#   make install PREFIX=/usr/local DESTDIR=   /  make uninstall
+#   make bench           benchmarks (bench/), results under bench/results/
+#
+# WITH_CUDA=1 builds the cuda backend (needs $(CUDA_HOME) with cuDNN and
+# cuBLAS); the default is 1 when cudnn.h is found there. libcuda is never
+# linked: driver entry points are fetched at run time.
+
+VERSION_MAJOR := $(shell sed -n 's/^\#define DSTACK_VERSION_MAJOR \([0-9]*\)/\1/p' include/dstack.h)
+VERSION_MINOR := $(shell sed -n 's/^\#define DSTACK_VERSION_MINOR \([0-9]*\)/\1/p' include/dstack.h)
+VERSION_PATCH := $(shell sed -n 's/^\#define DSTACK_VERSION_PATCH \([0-9]*\)/\1/p' include/dstack.h)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
+PREFIX  ?= /usr/local
+LIBDIR_INSTALL ?= $(PREFIX)/lib
+INCDIR_INSTALL ?= $(PREFIX)/include
+PKGDIR_INSTALL ?= $(LIBDIR_INSTALL)/pkgconfig
+DESTDIR ?=
+
+CUDA_HOME ?= /usr/local/cuda
+WITH_CUDA ?= $(if $(wildcard $(CUDA_HOME)/include/cudnn.h),1,0)
+NVCC ?= $(CUDA_HOME)/bin/nvcc
+CUDA_ARCHS ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 \
+              -gencode=arch=compute_90,code=compute_90
+
+ONNX_PROTO ?= /usr/include/onnx/onnx.proto
+
+BUILD ?= build
+LIBOUT ?= lib
+CC ?= cc
+OPT ?= -O2 -g
+SAN ?=
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+        -Wno-missing-field-initializers
+CPPFLAGS_ALL := -Iinclude -Isrc -I$(BUILD)/gen -DDSTACK_BUILDING_LIBRARY -D_GNU_SOURCE \
+                -DDS_WITH_CUDA=$(WITH_CUDA)
+CFLAGS_ALL := -std=c11 $(OPT) $(WARN) -fPIC -fvisibility=hidden -pthread $(SAN) $(CFLAGS)
+LIBS := -lprotobuf-c -lpthread -lm -ldl
+
+ifeq ($(WITH_CUDA),1)
+CPPFLAGS_ALL += -I$(CUDA_HOME)/include
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart -lstdc++
+LIBS += $(CUDA_LIBS)
+CU_SRC := $(shell find src -name '*.cu' | sort)
+C_SRC := $(shell find src -name '*.c' ! -name '*_nocuda.c' | sort)
+else
+CU_SRC :=
+C_SRC := $(shell find src -name '*.c' ! -path 'src/exec/cuda/*' ! -path 'src/gpu/*' | sort)
+endif
+
+GEN_SRC := $(BUILD)/gen/onnx.pb-c.c
+OBJ := $(C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o) $(BUILD)/obj/gen/onnx.pb-c.o
+
+SONAME := libdstack.so.$(VERSION_MAJOR)
+SHARED := $(LIBOUT)/libdstack.so.$(VERSION)
+STATIC := $(LIBOUT)/libdstack.a
+
+# Unit tests (tests/test_*.c) link the static library and may use internal
+# headers; integration tests (tests/api_*.c) link the shared library and see
+# only include/dstack.h, as a user would.
+UNIT_SRC := $(sort $(wildcard tests/test_*.c))
+API_SRC := $(sort $(wildcard tests/api_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%)
+API_BIN := $(API_SRC:tests/%.c=$(BUILD)/tests/%)
+CONFORMANCE := $(if $(filter build,$(BUILD)),tests/onnx_conformance,$(BUILD)/tests/onnx_conformance)
+EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
+EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
+TEST_LIBS := -lcmocka $(LIBS)
+
+.PHONY: all lib check test sanitize tsan examples install uninstall clean bench demo
+all: lib
+lib: $(SHARED) $(STATIC)
+
+$(BUILD)/gen/onnx.pb-c.c: $(ONNX_PROTO)
+	@mkdir -p $(BUILD)/gen
+	protoc-c --proto_path=$(dir $(ONNX_PROTO)) --c_out=$(BUILD)/gen $(ONNX_PROTO)
+$(BUILD)/gen/onnx.pb-c.h: $(BUILD)/gen/onnx.pb-c.c
+
+$(BUILD)/obj/gen/onnx.pb-c.o: $(BUILD)/gen/onnx.pb-c.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) -std=c11 $(OPT) -fPIC -fvisibility=hidden $(SAN) -w -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c | $(BUILD)/gen/onnx.pb-c.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_ARCHS) -O2 -std=c++17 -Iinclude -Isrc -DDSTACK_BUILDING_LIBRARY \
+	    -Xcompiler -fPIC,-fvisibility=hidden -c $< -o $@
+
+$(SHARED): $(OBJ)
+	@mkdir -p $(LIBOUT)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(SAN) -pthread -o $@ $(OBJ) $(LIBS)
+	ln -sf libdstack.so.$(VERSION) $(LIBOUT)/$(SONAME)
+	ln -sf $(SONAME) $(LIBOUT)/libdstack.so
+
+$(STATIC): $(OBJ)
+	@mkdir -p $(LIBOUT)
+	rm -f $@
+	ar rcs $@ $(OBJ)
+
+$(BUILD)/tests/test_%: tests/test_%.c $(STATIC) $(wildcard tests/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) $(TEST_LIBS)
+
+$(BUILD)/tests/api_%: tests/api_%.c $(SHARED) $(wildcard tests/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) -Iinclude -std=c11 $(OPT) $(WARN) -pthread $(SAN) -Wno-missing-prototypes -o $@ $< \
+	    -L$(LIBOUT) -Wl,-rpath,$(abspath $(LIBOUT)) -ldstack -lcmocka -lpthread -lm
+
+$(CONFORMANCE): tests/onnx_conformance.c $(SHARED)
+	@mkdir -p $(dir $@)
+	$(CC) -Iinclude -Isrc -I$(BUILD)/gen -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -pthread $(SAN) -o $@ $< \
+	    $(BUILD)/obj/gen/onnx.pb-c.o -L$(LIBOUT) -Wl,-rpath,$(abspath $(LIBOUT)) -ldstack -lprotobuf-c -lm
+
+$(BUILD)/examples/%: examples/%.c $(SHARED)
+	@mkdir -p $(dir $@)
+	$(CC) -Iinclude -std=c11 $(OPT) $(WARN) -pthread $(SAN) -o $@ $< \
+	    -L$(LIBOUT) -Wl,-rpath,$(abspath $(LIBOUT)) -ldstack -lpthread -lm
+
+examples: $(EXAMPLE_BIN)
+
+TEST_BINS := $(UNIT_BIN) $(API_BIN) $(if $(wildcard tests/onnx_conformance.c),$(CONFORMANCE))
+check test: lib $(TEST_BINS) $(EXAMPLE_BIN)
+	@BUILD=$(BUILD) LIBOUT=$(LIBOUT) CONFORMANCE=$(CONFORMANCE) sh tools/run_tests.sh $(UNIT_BIN) $(API_BIN)
+
+sanitize:
+	$(MAKE) BUILD=build/asan LIBOUT=build/asan/lib OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" check
+
+tsan:
+	$(MAKE) BUILD=build/tsan LIBOUT=build/tsan/lib OPT="-O1 -g" SAN="-fsanitize=thread" \
+	    build/tsan/tests/api_concurrency
+	TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/api_concurrency
+
+demo: lib $(BUILD)/examples/serve_demo
+	$(BUILD)/examples/serve_demo
+
+bench: lib
+	sh bench/run.sh
+
+install: lib
+	install -d $(DESTDIR)$(LIBDIR_INSTALL) $(DESTDIR)$(INCDIR_INSTALL) $(DESTDIR)$(PKGDIR_INSTALL)
+	install -m 644 include/dstack.h $(DESTDIR)$(INCDIR_INSTALL)/dstack.h
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR_INSTALL)/
+	ln -sf libdstack.so.$(VERSION) $(DESTDIR)$(LIBDIR_INSTALL)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR_INSTALL)/libdstack.so
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR_INSTALL)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR_INSTALL)|' -e 's|@INCDIR@|$(INCDIR_INSTALL)|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LIBS)|' pkgconfig/dstack.pc.in \
+	    > $(DESTDIR)$(PKGDIR_INSTALL)/dstack.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCDIR_INSTALL)/dstack.h $(DESTDIR)$(LIBDIR_INSTALL)/libdstack.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR_INSTALL)/$(SONAME) $(DESTDIR)$(LIBDIR_INSTALL)/libdstack.so \
+	      $(DESTDIR)$(LIBDIR_INSTALL)/libdstack.a $(DESTDIR)$(PKGDIR_INSTALL)/dstack.pc
+
+clean:
+	rm -rf build lib/libdstack.* tests/onnx_conformance
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,352 @@
+/*
+ * dstack.h - libdstack, several DNN models served on one GPU at once.
+ *
+ * Each model runs on the share of SMs it can really use (its knee), with an
+ * SLO-aware batch size, under a spatio-temporal scheduler (D-STACK,
+ * arXiv 2304.13541). Backends: cuda (cuDNN/cuBLAS on green-context SM
+ * partitions), cpu (the reference executor), sim (a simulated GPU).
+ *
+ * Conventions that hold for every function below unless its comment says
+ * otherwise:
+ *  - Functions return a dstack_status. On failure the detail of the cause is
+ *    available from dstack_last_error() in the same thread, and every output
+ *    parameter is left untouched.
+ *  - Pointers passed in are borrowed for the duration of the call only.
+ *  - Structs whose first field is `struct_size` must be filled by their
+ *    *_init() function first; the library reads only the fields that fit in
+ *    struct_size, so a program built against an older header keeps working.
+ *  - Times are nanoseconds on the context's monotonic clock (dstack_now_ns),
+ *    durations carry their unit in their name (_ns, _us).
+ */
+#ifndef DSTACK_H
+#define DSTACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DSTACK_VERSION_MAJOR 0
+#define DSTACK_VERSION_MINOR 1
+#define DSTACK_VERSION_PATCH 0
+#define DSTACK_VERSION_NUMBER \
+    (DSTACK_VERSION_MAJOR * 10000 + DSTACK_VERSION_MINOR * 100 + DSTACK_VERSION_PATCH)
+
+#if defined(DSTACK_BUILDING_LIBRARY) && defined(__GNUC__)
+#define DSTACK_API __attribute__((visibility("default")))
+#else
+#define DSTACK_API
+#endif
+
+/* Most inputs or outputs a model may have. */
+#define DSTACK_MAX_IO 16
+/* Most dimensions of a tensor. */
+#define DSTACK_MAX_RANK 8
+/* Length of the fixed name buffers in the info structs, NUL included. */
+#define DSTACK_NAME_LEN 64
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef enum dstack_status {
+    DSTACK_OK = 0,
+    DSTACK_ERR_INVALID_ARGUMENT = 1, /* NULL, zero or out-of-range argument */
+    DSTACK_ERR_OUT_OF_MEMORY = 2,    /* host allocation failed */
+    DSTACK_ERR_NOT_FOUND = 3,        /* unknown model handle, zoo name, file */
+    DSTACK_ERR_IO = 4,               /* a file could not be read */
+    DSTACK_ERR_PARSE = 5,            /* malformed, truncated or corrupt ONNX */
+    DSTACK_ERR_UNSUPPORTED_OP = 6,   /* an op or attribute the IR cannot run */
+    DSTACK_ERR_UNSUPPORTED_TYPE = 7, /* a tensor that is not float32 */
+    DSTACK_ERR_SHAPE = 8,            /* shapes do not infer or do not match */
+    DSTACK_ERR_EXTERNAL_DATA = 9,    /* ONNX tensor stored in an external file */
+    DSTACK_ERR_SIZE_MISMATCH = 10,   /* a request buffer has the wrong size */
+    DSTACK_ERR_QUEUE_FULL = 11,      /* the model's queue is full: retry later */
+    DSTACK_ERR_SHUTTING_DOWN = 12,   /* the context or model is shutting down */
+    DSTACK_ERR_NO_DEVICE = 13,       /* no CUDA driver or no usable GPU */
+    DSTACK_ERR_DEVICE = 14,          /* a CUDA, cuDNN or cuBLAS call failed */
+    DSTACK_ERR_UNSUPPORTED = 15,     /* option not available in this build/backend */
+    DSTACK_ERR_DEADLINE_MISSED = 16, /* completion: deadline passed before it ran */
+    DSTACK_ERR_CANCELLED = 17,       /* completion: cancelled by shutdown/unregister */
+    DSTACK_ERR_INTERNAL = 18         /* a bug in libdstack: please report it */
+} dstack_status;
+
+/* A fixed English string for a status; never NULL, never to be freed.
+ * Thread-safe. Unknown codes give "unknown status". */
+DSTACK_API const char *dstack_strerror(dstack_status status);
+
+/* The detail message of the last failure of a dstack_ call made by this
+ * thread ("input 0 expects 602112 bytes, got 150528"), or "" if none.
+ * Thread-local: valid until this thread's next dstack_ call. */
+DSTACK_API const char *dstack_last_error(void);
+
+/* The run-time version, DSTACK_VERSION_NUMBER of the library actually
+ * loaded, and its "MAJOR.MINOR.PATCH" string. Thread-safe. */
+DSTACK_API unsigned dstack_version(void);
+DSTACK_API const char *dstack_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Context                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct dstack_ctx dstack_ctx;     /* opaque: one scheduler, one device */
+typedef struct dstack_model dstack_model; /* opaque: a registered model */
+
+typedef enum dstack_backend {
+    DSTACK_BACKEND_AUTO = 0, /* cuda when a usable GPU is there, else cpu */
+    DSTACK_BACKEND_CPU = 1,  /* reference executor, plain C */
+    DSTACK_BACKEND_CUDA = 2, /* cuDNN and cuBLAS on SM partitions */
+    DSTACK_BACKEND_SIM = 3   /* simulated GPU, virtual SMs and clock */
+} dstack_backend;
+
+typedef enum dstack_partitioning {
+    DSTACK_PARTITION_AUTO = 0,      /* green contexts if the driver has them, else none */
+    DSTACK_PARTITION_GREEN_CTX = 1, /* CUDA green contexts, one process */
+    DSTACK_PARTITION_MPS = 2,       /* CUDA MPS: the daemon must already run */
+    DSTACK_PARTITION_NONE = 3       /* ordinary streams, no SM limits */
+} dstack_partitioning;
+
+typedef enum dstack_policy {
+    DSTACK_POLICY_DSTACK = 0,         /* default: knee + SLO batch + fair cycle */
+    DSTACK_POLICY_TEMPORAL = 1,       /* one batch at a time on the whole GPU, FCFS */
+    DSTACK_POLICY_STREAMS = 2,        /* every model on its own stream, no limits */
+    DSTACK_POLICY_STATIC_SPATIAL = 3, /* fixed disjoint partitions, no time sharing */
+    DSTACK_POLICY_IDEAL = 4           /* sim only: each kernel gets exactly its SMs */
+} dstack_policy;
+
+typedef struct dstack_options {
+    size_t struct_size;               /* set by dstack_options_init */
+    dstack_backend backend;           /* default AUTO */
+    int device;                       /* CUDA device ordinal, default 0 */
+    dstack_partitioning partitioning; /* default AUTO */
+    dstack_policy policy;             /* default DSTACK */
+    uint32_t queue_capacity;          /* requests queued per model, default 1024 */
+    uint32_t cpu_threads;             /* cpu backend worker threads, 0 = one per core */
+    uint32_t sim_sm_count;            /* sim backend: SMs of the virtual GPU, default 132 */
+} dstack_options;
+
+/* Fill *options with the defaults above. */
+DSTACK_API void dstack_options_init(dstack_options *options);
+
+/* Create a context: picks the backend, opens the device, starts the
+ * scheduler thread. `options` may be NULL for all defaults.
+ * Fails with INVALID_ARGUMENT (bad option value or ctx NULL), NO_DEVICE
+ * (backend CUDA without driver or GPU), UNSUPPORTED (backend or policy not
+ * built in or not implemented yet), DEVICE, OUT_OF_MEMORY.
+ * Thread-safe; contexts are independent of each other. */
+DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx **ctx);
+
+/* Stop accepting requests: later submits fail with SHUTTING_DOWN, every
+ * queued request completes as CANCELLED, batches already running finish.
+ * All those completions stay available to dstack_poll, which returns
+ * SHUTTING_DOWN once the last one has been taken. Idempotent, thread-safe;
+ * blocks until running batches have finished. */
+DSTACK_API dstack_status dstack_shutdown(dstack_ctx *ctx);
+
+/* Shut down (as above), then free the context, its models and every
+ * completion not yet polled. After it returns the library touches no
+ * request buffer again. Must not run concurrently with any other call on
+ * the same context. NULL is a no-op. */
+DSTACK_API void dstack_destroy(dstack_ctx *ctx);
+
+/* The context's clock, in ns: the time base of deadlines and timestamps. */
+DSTACK_API uint64_t dstack_now_ns(const dstack_ctx *ctx);
+
+typedef struct dstack_ctx_info {
+    size_t struct_size;             /* set by dstack_ctx_info_init */
+    dstack_backend backend;         /* the backend in use (never AUTO) */
+    dstack_partitioning partitioning; /* the mechanism in use (never AUTO) */
+    dstack_policy policy;           /* the policy in use */
+    char policy_name[DSTACK_NAME_LEN];
+    char device_name[DSTACK_NAME_LEN]; /* "NVIDIA H100 80GB HBM3", "cpu", "sim" */
+    uint32_t sm_count;              /* SMs of the device (cpu: cores used) */
+    uint32_t partition_unit_sms;    /* SMs per partition unit (granularity) */
+    uint32_t partition_units;       /* units the scheduler can hand out */
+    uint32_t n_models;              /* models registered now */
+    char note[256];                 /* why AUTO chose what it chose, fallbacks */
+} dstack_ctx_info;
+
+DSTACK_API void dstack_ctx_info_init(dstack_ctx_info *info);
+
+/* Describe the context. Thread-safe. INVALID_ARGUMENT on NULL or a
+ * struct_size too small for the fields before policy. */
+DSTACK_API dstack_status dstack_ctx_info_get(dstack_ctx *ctx, dstack_ctx_info *info);
+
+/* ------------------------------------------------------------------------ */
+/* Models                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum dstack_model_source {
+    DSTACK_SOURCE_ONNX_FILE = 1,  /* desc.path is an .onnx file */
+    DSTACK_SOURCE_ONNX_BYTES = 2, /* desc.bytes/n_bytes hold an ONNX model */
+    DSTACK_SOURCE_ZOO = 3         /* desc.path is a zoo name ("resnet50") */
+} dstack_model_source;
+
+typedef enum dstack_precision {
+    DSTACK_PRECISION_FP32 = 0, /* float32 everywhere: matches the cpu backend */
+    DSTACK_PRECISION_TF32 = 1, /* cuda: tensor cores with TF32 inputs */
+    DSTACK_PRECISION_FP16 = 2  /* cuda: half storage and math, float32 I/O */
+} dstack_precision;
+
+typedef struct dstack_model_desc {
+    size_t struct_size;         /* set by dstack_model_desc_init */
+    dstack_model_source source; /* required */
+    const char *path;           /* ONNX_FILE: file path; ZOO: model name */
+    const void *bytes;          /* ONNX_BYTES: the model, copied at register */
+    size_t n_bytes;
+    const char *name;           /* display name; default: zoo name or file stem */
+    uint64_t slo_us;            /* latency objective per request; 0 = none */
+    uint32_t max_batch;         /* largest batch ever formed, default 32 */
+    uint32_t fixed_sm_count;    /* 0: the library picks the knee; else SMs */
+    uint32_t fixed_batch;       /* 0: the library picks the batch; else this */
+    dstack_precision precision; /* default FP32 */
+    uint64_t seed;              /* ZOO: seed of the generated weights */
+    uint32_t zoo_image_size;    /* ZOO: input side in pixels, default 224 */
+    uint32_t zoo_classes;       /* ZOO: output classes, default 1000 */
+} dstack_model_desc;
+
+DSTACK_API void dstack_model_desc_init(dstack_model_desc *desc);
+
+/* Load a model (ONNX file, ONNX bytes or zoo), build its plans on the
+ * backend, choose its knee and batch size, and make it ready for submits.
+ * On success *model is a handle owned by the context, valid until
+ * dstack_unregister_model or dstack_destroy. On failure nothing stays
+ * registered. Fails with INVALID_ARGUMENT, NOT_FOUND (file or zoo name),
+ * IO, PARSE, UNSUPPORTED_OP, UNSUPPORTED_TYPE, SHAPE, EXTERNAL_DATA,
+ * SHUTTING_DOWN, DEVICE, OUT_OF_MEMORY. Thread-safe (serialized
+ * internally; may take seconds: it builds plans and may profile). */
+DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_model_desc *desc,
+                                               dstack_model **model);
+
+/* Stop accepting requests for the model, complete its queued requests as
+ * CANCELLED, wait for its running batch, then release it. The completions
+ * stay pollable; the handle they carry is then only an identifier. The
+ * caller must make sure no other thread submits to this model meanwhile.
+ * NOT_FOUND if the handle is not a live model of ctx. */
+DSTACK_API dstack_status dstack_unregister_model(dstack_ctx *ctx, dstack_model *model);
+
+typedef struct dstack_tensor_info {
+    char name[DSTACK_NAME_LEN]; /* truncated if longer */
+    uint32_t rank;
+    int64_t dims[DSTACK_MAX_RANK]; /* of ONE request; dims[0] is 1 when batched */
+    size_t bytes;                  /* bytes of one request's buffer (float32) */
+} dstack_tensor_info;
+
+typedef struct dstack_model_info {
+    size_t struct_size; /* set by dstack_model_info_init */
+    char name[DSTACK_NAME_LEN];
+    uint32_t n_inputs;
+    uint32_t n_outputs;
+    dstack_tensor_info inputs[DSTACK_MAX_IO];
+    dstack_tensor_info outputs[DSTACK_MAX_IO];
+    uint64_t param_count;       /* weights, after folding */
+    uint64_t flops_per_request; /* 2 x multiply-adds of one request */
+    uint32_t max_batch;
+    uint32_t batch_size;        /* the batch the scheduler aims for */
+    uint32_t sm_count;          /* the knee: SMs the model is given (0 on cpu) */
+    uint64_t predicted_latency_us; /* of one batch of batch_size at sm_count; 0 unknown */
+    uint64_t slo_us;
+    dstack_precision precision;
+} dstack_model_info;
+
+DSTACK_API void dstack_model_info_init(dstack_model_info *info);
+
+/* Describe a model. Thread-safe. NOT_FOUND for an unknown handle. */
+DSTACK_API dstack_status dstack_model_info_get(dstack_ctx *ctx, const dstack_model *model,
+                                               dstack_model_info *info);
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* A caller-owned buffer of float32 values. */
+typedef struct dstack_buffer {
+    void *data;
+    size_t bytes;
+} dstack_buffer;
+
+typedef struct dstack_request {
+    size_t struct_size;           /* set by dstack_request_init */
+    const dstack_buffer *inputs;  /* n_inputs, in the model's input order; read only */
+    uint32_t n_inputs;
+    const dstack_buffer *outputs; /* n_outputs, in the model's output order */
+    uint32_t n_outputs;
+    void *user_data;              /* handed back in the completion */
+    uint64_t deadline_ns;         /* absolute, dstack_now_ns clock; 0 = now + SLO */
+} dstack_request;
+
+DSTACK_API void dstack_request_init(dstack_request *request);
+
+typedef uint64_t dstack_ticket;
+
+/* Queue one request (one sample) for the model. Never blocks. The data the
+ * buffers point to is not copied: the input buffers must stay valid and
+ * unchanged, and the output buffers valid, until the ticket's completion is
+ * polled (or dstack_destroy returns). The dstack_buffer arrays themselves
+ * are copied and may be reused at once.
+ * On OK, *ticket is set and exactly one completion for it will be returned
+ * by dstack_poll. Fails with INVALID_ARGUMENT, NOT_FOUND (unknown model),
+ * SIZE_MISMATCH (buffer count or size differs from dstack_model_info),
+ * QUEUE_FULL (nothing was queued: retry later), SHUTTING_DOWN.
+ * Thread-safe: any number of threads may submit at once. */
+DSTACK_API dstack_status dstack_submit(dstack_ctx *ctx, dstack_model *model,
+                                       const dstack_request *request, dstack_ticket *ticket);
+
+typedef struct dstack_completion {
+    dstack_ticket ticket;
+    void *user_data;
+    dstack_model *model;   /* an identifier: may be unregistered by now */
+    dstack_status status;  /* OK, DEADLINE_MISSED, CANCELLED, DEVICE, ... */
+    uint32_t batch_size;   /* the batch it ran in; 0 if it did not run */
+    uint64_t submit_ns;
+    uint64_t start_ns;     /* its batch started; 0 if it did not run */
+    uint64_t end_ns;       /* completed */
+    uint64_t deadline_ns;  /* 0 = none */
+} dstack_completion;
+
+/* Take up to `max` completions, oldest first, into out[0..*n_out).
+ * timeout_us: 0 returns at once, > 0 waits at most that long for the first
+ * one, < 0 waits until one arrives or the context shuts down.
+ * Returns OK (with *n_out possibly 0 after a timeout), SHUTTING_DOWN once
+ * the context is shut down and every completion has been taken,
+ * INVALID_ARGUMENT. Thread-safe: several threads may poll; each completion
+ * goes to exactly one of them. */
+DSTACK_API dstack_status dstack_poll(dstack_ctx *ctx, dstack_completion *out, size_t max,
+                                     int64_t timeout_us, size_t *n_out);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct dstack_model_stats {
+    size_t struct_size; /* set by dstack_model_stats_init */
+    uint64_t submitted;
+    uint64_t rejected_queue_full;
+    uint64_t completed_ok;
+    uint64_t deadline_missed;  /* not run: expired before its batch started */
+    uint64_t cancelled;
+    uint64_t failed;
+    uint64_t slo_met;          /* completed OK by their deadline (or no deadline) */
+    uint64_t batches;          /* batches run */
+    double mean_batch;         /* requests per batch run */
+    double throughput_rps;     /* OK completions per second since registration */
+    double slo_attainment;     /* slo_met / all completions, 1 when none */
+    uint64_t latency_p50_us;   /* submit to completion, OK completions */
+    uint64_t latency_p99_us;
+    uint64_t latency_max_us;
+    uint32_t queued;           /* waiting now */
+} dstack_model_stats;
+
+DSTACK_API void dstack_model_stats_init(dstack_model_stats *stats);
+
+/* Per-model counters since registration. Thread-safe. Percentiles come from
+ * a log-linear histogram, exact to within 1/32 of the value. */
+DSTACK_API dstack_status dstack_stats(dstack_ctx *ctx, const dstack_model *model,
+                                      dstack_model_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DSTACK_H */
