@@ -1,0 +1,287 @@
+/* serve_demo.c - three zoo models served at once from one context.
+ *
+ * Registers mobilenet_v2, squeezenet and resnet18, measures each one's
+ * single-request latency, gives each an SLO of 8x that, then has two threads
+ * submit Poisson arrivals at about half of what the device can serve while
+ * the main thread polls. Prints per-model throughput, p50/p99 latency and
+ * SLO attainment.
+ *
+ *   serve_demo [--backend auto|cpu|cuda] [--requests N] [--image PIXELS]
+ *
+ * Defaults: backend auto, 300 requests, image 224 on cuda and 112 on cpu (so
+ * it ends within a minute on two cores without a GPU).
+ *
+ * Build against an installed libdstack:
+ *   cc serve_demo.c $(pkg-config --cflags --libs dstack) -lpthread -lm
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dstack.h"
+
+#define N_MODELS 3
+static const char *const model_names[N_MODELS] = {"mobilenet_v2", "squeezenet", "resnet18"};
+
+typedef struct demo_model {
+    dstack_model *handle;
+    dstack_model_info info;
+    float *input;        /* one input, shared read-only by every request */
+    float *outputs;      /* one output per request */
+    uint64_t solo_us;    /* measured single-request latency */
+    uint64_t slo_us;     /* 8 x solo_us: each request's deadline */
+} demo_model;
+
+typedef struct demo {
+    dstack_ctx *ctx;
+    demo_model models[N_MODELS];
+    int requests;        /* in all */
+    double rate_rps;     /* arrivals per second, all threads together */
+    int submitted, refused;
+    pthread_mutex_t lock;
+} demo;
+
+static int check(dstack_status st, const char *what)
+{
+    if (st == DSTACK_OK)
+        return 0;
+    fprintf(stderr, "serve_demo: %s: %s (%s)\n", what, dstack_strerror(st), dstack_last_error());
+    return -1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+/* One request to model m, its output in slot `slot`. */
+static dstack_status submit(demo *d, int m, int slot, dstack_ticket *t)
+{
+    demo_model *dm = &d->models[m];
+    size_t out_floats = dm->info.outputs[0].bytes / sizeof(float);
+    dstack_buffer in = {dm->input, dm->info.inputs[0].bytes};
+    dstack_buffer out = {dm->outputs + (size_t)slot * out_floats, dm->info.outputs[0].bytes};
+    dstack_request r;
+    dstack_request_init(&r);
+    r.inputs = &in;
+    r.n_inputs = 1;
+    r.outputs = &out;
+    r.n_outputs = 1;
+    r.user_data = (void *)(intptr_t)m;
+    if (dm->slo_us)
+        r.deadline_ns = dstack_now_ns(d->ctx) + dm->slo_us * 1000u;
+    return dstack_submit(d->ctx, dm->handle, &r, t);
+}
+
+/* Single-request latency of each model, to size the SLOs and the load. */
+static int calibrate(demo *d)
+{
+    for (int m = 0; m < N_MODELS; m++) {
+        double best = 1e9;
+        for (int rep = 0; rep < 2; rep++) {
+            dstack_ticket t;
+            double t0 = now_s();
+            if (check(submit(d, m, 0, &t), "calibration submit"))
+                return -1;
+            dstack_completion c;
+            size_t n = 0;
+            if (check(dstack_poll(d->ctx, &c, 1, 60 * 1000000LL, &n), "calibration poll") || n != 1)
+                return -1;
+            double dt = now_s() - t0;
+            if (dt < best)
+                best = dt;
+        }
+        d->models[m].solo_us = (uint64_t)(best * 1e6);
+        d->models[m].slo_us = 8 * d->models[m].solo_us;
+    }
+    return 0;
+}
+
+typedef struct submitter_arg {
+    demo *d;
+    int first, count;
+    unsigned seed;
+} submitter_arg;
+
+static void *submitter(void *p)
+{
+    submitter_arg *a = p;
+    demo *d = a->d;
+    double per_thread_rate = d->rate_rps / 2.0;
+    for (int k = 0; k < a->count; k++) {
+        double u = (double)(rand_r(&a->seed) % 1000000 + 1) / 1000001.0;
+        sleep_s(-log(u) / per_thread_rate); /* Poisson arrivals */
+        int slot = a->first + k;
+        int m = slot % N_MODELS;
+        dstack_ticket t;
+        dstack_status st = submit(d, m, slot / N_MODELS + 1, &t);
+        pthread_mutex_lock(&d->lock);
+        if (st == DSTACK_OK)
+            d->submitted++;
+        else
+            d->refused++;
+        pthread_mutex_unlock(&d->lock);
+    }
+    return NULL;
+}
+
+static int register_models(demo *d, uint32_t image)
+{
+    for (int m = 0; m < N_MODELS; m++) {
+        demo_model *dm = &d->models[m];
+        dstack_model_desc desc;
+        dstack_model_desc_init(&desc);
+        desc.source = DSTACK_SOURCE_ZOO;
+        desc.path = model_names[m];
+        desc.zoo_image_size = image;
+        desc.max_batch = 8;
+        desc.seed = (uint64_t)m + 1;
+        double t0 = now_s();
+        printf("registering %-13s %ux%u ... ", model_names[m], image, image);
+        fflush(stdout);
+        if (check(dstack_register_model(d->ctx, &desc, &dm->handle), model_names[m]))
+            return -1;
+        dstack_model_info_init(&dm->info);
+        dstack_model_info_get(d->ctx, dm->handle, &dm->info);
+        printf("%.2f M params, %.2f GFLOP/request, %.2f s\n", (double)dm->info.param_count / 1e6,
+               (double)dm->info.flops_per_request / 1e9, now_s() - t0);
+        size_t in_floats = dm->info.inputs[0].bytes / sizeof(float);
+        size_t out_floats = dm->info.outputs[0].bytes / sizeof(float);
+        dm->input = malloc(in_floats * sizeof(float));
+        dm->outputs = calloc(((size_t)d->requests / N_MODELS + 2) * out_floats, sizeof(float));
+        if (!dm->input || !dm->outputs)
+            return -1;
+        for (size_t i = 0; i < in_floats; i++)
+            dm->input[i] = (float)sin((double)i * 0.01);
+    }
+    return 0;
+}
+
+static void report(demo *d, double elapsed)
+{
+    printf("\n%-13s %8s %6s %7s %10s %9s %9s %7s %6s\n", "model", "requests", "ok", "missed", "req/s",
+           "p50 ms", "p99 ms", "batch", "SLO %");
+    for (int m = 0; m < N_MODELS; m++) {
+        dstack_model_stats s;
+        dstack_model_stats_init(&s);
+        dstack_stats(d->ctx, d->models[m].handle, &s);
+        /* the two calibration requests are in the counts too */
+        printf("%-13s %8llu %6llu %7llu %10.1f %9.1f %9.1f %7.2f %6.1f\n", model_names[m],
+               (unsigned long long)s.submitted, (unsigned long long)s.completed_ok,
+               (unsigned long long)s.deadline_missed, (double)s.completed_ok / elapsed,
+               (double)s.latency_p50_us / 1e3, (double)s.latency_p99_us / 1e3, s.mean_batch,
+               100.0 * s.slo_attainment);
+    }
+}
+
+static int parse_args(int argc, char **argv, dstack_backend *backend, int *requests, uint32_t *image)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--backend") && v) {
+            *backend = !strcmp(v, "cpu") ? DSTACK_BACKEND_CPU
+                       : !strcmp(v, "cuda") ? DSTACK_BACKEND_CUDA
+                                            : DSTACK_BACKEND_AUTO;
+            i++;
+        } else if (!strcmp(argv[i], "--requests") && v) {
+            *requests = atoi(v);
+            i++;
+        } else if (!strcmp(argv[i], "--image") && v) {
+            *image = (uint32_t)atoi(v);
+            i++;
+        } else {
+            fprintf(stderr, "usage: %s [--backend auto|cpu|cuda] [--requests N] [--image PIXELS]\n", argv[0]);
+            return -1;
+        }
+    }
+    return *requests > 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    dstack_backend backend = DSTACK_BACKEND_AUTO;
+    int requests = 300;
+    uint32_t image = 0;
+    if (parse_args(argc, argv, &backend, &requests, &image))
+        return 2;
+    demo d = {0};
+    d.requests = requests;
+    pthread_mutex_init(&d.lock, NULL);
+    dstack_options o;
+    dstack_options_init(&o);
+    o.backend = backend;
+    if (check(dstack_create(&o, &d.ctx), "dstack_create"))
+        return 1;
+    dstack_ctx_info ci;
+    dstack_ctx_info_init(&ci);
+    dstack_ctx_info_get(d.ctx, &ci);
+    int on_gpu = ci.backend == DSTACK_BACKEND_CUDA;
+    if (!image)
+        image = on_gpu ? 224 : 112;
+    printf("libdstack %s: backend %s on %s (%u %s), policy %s\n%s%s", dstack_version_string(),
+           on_gpu ? "cuda" : "cpu", ci.device_name, ci.sm_count, on_gpu ? "SMs" : "threads", ci.policy_name,
+           ci.note[0] ? ci.note : "", ci.note[0] ? "\n" : "");
+
+    int rc = 1;
+    if (register_models(&d, image) || calibrate(&d))
+        goto out;
+    double mean_service_s = 0; /* one request of a model picked at random, alone */
+    for (int m = 0; m < N_MODELS; m++) {
+        mean_service_s += (double)d.models[m].solo_us / 1e6 / N_MODELS;
+        printf("  %-13s single request %.1f ms -> deadline %.1f ms\n", model_names[m],
+               (double)d.models[m].solo_us / 1e3, (double)d.models[m].slo_us / 1e3);
+    }
+    d.rate_rps = 0.5 / mean_service_s; /* half the load batch 1 could carry */
+    printf("submitting %d requests from 2 threads, Poisson arrivals at %.1f req/s\n", requests, d.rate_rps);
+
+    double t0 = now_s();
+    submitter_arg a[2] = {{&d, 0, requests / 2, 1}, {&d, requests / 2, requests - requests / 2, 2}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, submitter, &a[i]);
+    int done = 0, ok = 0;
+    double last_print = t0;
+    while (done < requests) {
+        dstack_completion c[32];
+        size_t n = 0;
+        pthread_mutex_lock(&d.lock);
+        int expected = requests - d.refused;
+        pthread_mutex_unlock(&d.lock);
+        if (done >= expected)
+            break;
+        if (check(dstack_poll(d.ctx, c, 32, 200000, &n), "poll"))
+            break;
+        for (size_t k = 0; k < n; k++)
+            ok += c[k].status == DSTACK_OK;
+        done += (int)n;
+        if (now_s() - last_print >= 1.0) {
+            last_print = now_s();
+            printf("  [%5.1f s] %d/%d answered\n", last_print - t0, done, requests);
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    double elapsed = now_s() - t0;
+    printf("  [%5.1f s] %d/%d answered (%d ok), %d refused (queue full)\n", elapsed, done, requests, ok, d.refused);
+    report(&d, elapsed);
+    rc = done == requests - d.refused ? 0 : 1;
+out:
+    dstack_destroy(d.ctx);
+    for (int m = 0; m < N_MODELS; m++) {
+        free(d.models[m].input);
+        free(d.models[m].outputs);
+    }
+    pthread_mutex_destroy(&d.lock);
+    return rc;
+}

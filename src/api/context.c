@@ -1,0 +1,227 @@
+/* context.c - dstack_create / shutdown / destroy / ctx info: choosing the
+ * backend and the policy, and the growable-struct rule. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_internal.h"
+#include "util/clock.h"
+#include "util/error.h"
+
+#define MAX_QUEUE_CAPACITY (1u << 20)
+
+void ds_copy_out(void *dst, const void *full, size_t full_size)
+{
+    size_t dst_size = *(const size_t *)dst;
+    memcpy(dst, full, dst_size < full_size ? dst_size : full_size);
+    *(size_t *)dst = dst_size;
+}
+
+dstack_status ds_copy_sized(void *dst, size_t dst_size, const void *src, const char *what)
+{
+    size_t src_size = *(const size_t *)src;
+    if (src_size < sizeof(size_t))
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT,
+                       "%s.struct_size is %zu: fill the struct with its _init function first", what,
+                       src_size);
+    if (src_size > dst_size) {
+        /* Built against a newer header: fine as long as the fields this
+         * version does not know are left at their zero defaults. */
+        const unsigned char *extra = (const unsigned char *)src + dst_size;
+        for (size_t i = 0; i < src_size - dst_size; i++)
+            if (extra[i])
+                return ds_fail(DSTACK_ERR_UNSUPPORTED,
+                               "%s sets fields unknown to libdstack %s", what, dstack_version_string());
+        src_size = dst_size;
+    }
+    memcpy(dst, src, src_size);
+    *(size_t *)dst = dst_size;
+    return DSTACK_OK;
+}
+
+DSTACK_API void dstack_options_init(dstack_options *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
+    o->backend = DSTACK_BACKEND_AUTO;
+    o->partitioning = DSTACK_PARTITION_AUTO;
+    o->policy = DSTACK_POLICY_DSTACK;
+    o->queue_capacity = 1024;
+    o->sim_sm_count = 132;
+}
+
+static dstack_status check_options(const dstack_options *o)
+{
+    if ((unsigned)o->backend > DSTACK_BACKEND_SIM)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.backend %d is not a dstack_backend", (int)o->backend);
+    if ((unsigned)o->partitioning > DSTACK_PARTITION_NONE)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.partitioning %d is not a dstack_partitioning",
+                       (int)o->partitioning);
+    if ((unsigned)o->policy > DSTACK_POLICY_IDEAL)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.policy %d is not a dstack_policy", (int)o->policy);
+    if (o->queue_capacity == 0 || o->queue_capacity > MAX_QUEUE_CAPACITY)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.queue_capacity must be 1..%u, got %u",
+                       MAX_QUEUE_CAPACITY, o->queue_capacity);
+    if (o->device < 0)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.device must be >= 0, got %d", o->device);
+    return DSTACK_OK;
+}
+
+static dstack_status open_backend(dstack_ctx *ctx)
+{
+    const dstack_options *o = &ctx->opts;
+    ds_executor_config cfg = {o->device, o->partitioning, o->cpu_threads, o->sim_sm_count};
+    switch (o->backend) {
+    case DSTACK_BACKEND_CPU:
+        ctx->backend = DSTACK_BACKEND_CPU;
+        return ds_exec_cpu_create(&cfg, &ctx->exec);
+    case DSTACK_BACKEND_CUDA:
+        ctx->backend = DSTACK_BACKEND_CUDA;
+        return ds_exec_cuda_create(&cfg, &ctx->exec);
+    case DSTACK_BACKEND_SIM:
+        return ds_fail(DSTACK_ERR_UNSUPPORTED,
+                       "the sim backend is not built yet (it comes with the simulator)");
+    case DSTACK_BACKEND_AUTO:
+        break;
+    }
+    dstack_status st = ds_exec_cuda_create(&cfg, &ctx->exec);
+    if (st == DSTACK_OK) {
+        ctx->backend = DSTACK_BACKEND_CUDA;
+        snprintf(ctx->note, sizeof ctx->note, "auto: using cuda");
+        return st;
+    }
+    if (st != DSTACK_ERR_NO_DEVICE && st != DSTACK_ERR_UNSUPPORTED)
+        return st;
+    snprintf(ctx->note, sizeof ctx->note, "auto: cuda unavailable (%s: %s); using cpu",
+             dstack_strerror(st), ds_error_message());
+    ds_error_clear();
+    ctx->backend = DSTACK_BACKEND_CPU;
+    return ds_exec_cpu_create(&cfg, &ctx->exec);
+}
+
+/* The D-STACK policy is the default; until it is implemented the default
+ * runs temporal sharing and says so. Any other policy that is not there is
+ * refused, not silently replaced. */
+static dstack_status choose_policy(dstack_ctx *ctx)
+{
+    dstack_policy p = ctx->opts.policy;
+    if (p == DSTACK_POLICY_IDEAL && ctx->backend != DSTACK_BACKEND_SIM)
+        return ds_fail(DSTACK_ERR_UNSUPPORTED, "the ideal policy exists only on the sim backend");
+    ctx->policy = ds_policy_find(p);
+    if (ctx->policy)
+        return DSTACK_OK;
+    if (p == DSTACK_POLICY_DSTACK) {
+        ctx->policy = ds_policy_find(DSTACK_POLICY_TEMPORAL);
+        size_t len = strlen(ctx->note);
+        snprintf(ctx->note + len, sizeof ctx->note - len, "%spolicy dstack not implemented yet: running temporal",
+                 len ? "; " : "");
+        return DSTACK_OK;
+    }
+    return ds_fail(DSTACK_ERR_UNSUPPORTED, "policy %d is not implemented yet", (int)p);
+}
+
+DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx **out)
+{
+    ds_error_clear();
+    if (!out)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx is NULL");
+    dstack_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for a context");
+    dstack_options_init(&ctx->opts);
+    dstack_status st = options ? ds_copy_sized(&ctx->opts, sizeof ctx->opts, options, "options") : DSTACK_OK;
+    if (st == DSTACK_OK)
+        st = check_options(&ctx->opts);
+    if (st == DSTACK_OK)
+        st = open_backend(ctx);
+    if (st == DSTACK_OK)
+        st = choose_policy(ctx);
+    if (st == DSTACK_OK) {
+        ds_sched_config sc = {&ds_clock_monotonic, ctx->exec, ctx->policy, ctx->opts.queue_capacity};
+        st = ds_sched_create(&sc, &ctx->sched);
+    }
+    if (st != DSTACK_OK) {
+        if (ctx->exec)
+            ctx->exec->ops->destroy(ctx->exec);
+        free(ctx);
+        return st;
+    }
+    pthread_mutex_init(&ctx->register_lock, NULL);
+    *out = ctx;
+    return DSTACK_OK;
+}
+
+DSTACK_API dstack_status dstack_shutdown(dstack_ctx *ctx)
+{
+    ds_error_clear();
+    if (!ctx)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx is NULL");
+    ds_sched_shutdown(ctx->sched);
+    return DSTACK_OK;
+}
+
+DSTACK_API void dstack_destroy(dstack_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    ds_sched_shutdown(ctx->sched);
+    /* Every model still live gets its plan and graph freed; the sched keeps
+     * the handles until ds_sched_destroy. */
+    pthread_mutex_lock(&ctx->register_lock);
+    for (;;) {
+        void *owner = NULL;
+        if (ds_sched_take_any_owner(ctx->sched, &owner) != DSTACK_OK)
+            break;
+        ds_api_model_free(ctx, owner);
+    }
+    pthread_mutex_unlock(&ctx->register_lock);
+    ds_sched_destroy(ctx->sched);
+    ctx->exec->ops->destroy(ctx->exec);
+    pthread_mutex_destroy(&ctx->register_lock);
+    free(ctx);
+}
+
+DSTACK_API uint64_t dstack_now_ns(const dstack_ctx *ctx)
+{
+    return ctx ? ds_sched_now_ns(ctx->sched) : ds_monotonic_ns();
+}
+
+DSTACK_API void dstack_ctx_info_init(dstack_ctx_info *info)
+{
+    if (!info)
+        return;
+    memset(info, 0, sizeof *info);
+    info->struct_size = sizeof *info;
+}
+
+static void copy_name(char *dst, const char *src)
+{
+    snprintf(dst, DSTACK_NAME_LEN, "%s", src ? src : "");
+}
+
+DSTACK_API dstack_status dstack_ctx_info_get(dstack_ctx *ctx, dstack_ctx_info *info)
+{
+    ds_error_clear();
+    if (!ctx || !info)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx or info is NULL");
+    if (info->struct_size < sizeof(size_t))
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "info.struct_size is %zu: call dstack_ctx_info_init",
+                       info->struct_size);
+    const ds_device_info *d = &ctx->exec->device;
+    dstack_ctx_info full;
+    dstack_ctx_info_init(&full);
+    full.backend = ctx->backend;
+    full.partitioning = d->partitioning;
+    full.policy = ctx->policy->id;
+    copy_name(full.policy_name, ctx->policy->name);
+    copy_name(full.device_name, d->name);
+    full.sm_count = d->sm_count;
+    full.partition_unit_sms = d->unit_sms;
+    full.partition_units = d->n_units;
+    full.n_models = ds_sched_model_count(ctx->sched);
+    snprintf(full.note, sizeof full.note, "%s", ctx->note);
+    ds_copy_out(info, &full, sizeof full);
+    return DSTACK_OK;
+}

@@ -1,0 +1,269 @@
+/* model.c - registering models: load (zoo or ONNX), fold, plan, hand to the
+ * scheduler. On any failure everything built so far is freed: a model is
+ * either fully registered or not at all. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_internal.h"
+#include "util/error.h"
+
+#define DEFAULT_MAX_BATCH 32
+#define MAX_MAX_BATCH 4096
+#define MAX_ONNX_FILE_BYTES ((size_t)4 << 30)
+
+DSTACK_API void dstack_model_desc_init(dstack_model_desc *d)
+{
+    if (!d)
+        return;
+    memset(d, 0, sizeof *d);
+    d->struct_size = sizeof *d;
+    d->max_batch = DEFAULT_MAX_BATCH;
+    d->precision = DSTACK_PRECISION_FP32;
+    d->zoo_image_size = 224;
+    d->zoo_classes = 1000;
+}
+
+DSTACK_API void dstack_model_info_init(dstack_model_info *info)
+{
+    if (!info)
+        return;
+    memset(info, 0, sizeof *info);
+    info->struct_size = sizeof *info;
+}
+
+static dstack_status read_file(const char *path, void **bytes, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return ds_fail(errno == ENOENT ? DSTACK_ERR_NOT_FOUND : DSTACK_ERR_IO, "cannot open '%s': %s",
+                       path, strerror(errno));
+    dstack_status st = DSTACK_OK;
+    long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0)
+        size = ftell(f);
+    if (size < 0 || fseek(f, 0, SEEK_SET) != 0)
+        st = ds_fail(DSTACK_ERR_IO, "cannot size '%s' (not a regular file?)", path);
+    else if ((size_t)size > MAX_ONNX_FILE_BYTES)
+        st = ds_fail(DSTACK_ERR_IO, "'%s' is %ld bytes, over the 4 GiB a protobuf can hold", path, size);
+    void *buf = NULL;
+    if (st == DSTACK_OK && !(buf = malloc(size ? (size_t)size : 1)))
+        st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory to read '%s' (%ld bytes)", path, size);
+    if (st == DSTACK_OK && fread(buf, 1, (size_t)size, f) != (size_t)size)
+        st = ds_fail(DSTACK_ERR_IO, "short read of '%s'", path);
+    fclose(f);
+    if (st != DSTACK_OK) {
+        free(buf);
+        return st;
+    }
+    *bytes = buf;
+    *n = (size_t)size;
+    return DSTACK_OK;
+}
+
+static dstack_status load_graph(const dstack_model_desc *d, ds_graph **g)
+{
+    switch (d->source) {
+    case DSTACK_SOURCE_ZOO: {
+        if (!d->path)
+            return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.path must name a zoo model");
+        ds_zoo_params p = {d->zoo_image_size, d->zoo_classes, d->seed};
+        return ds_zoo_build(d->path, &p, g);
+    }
+    case DSTACK_SOURCE_ONNX_FILE: {
+        if (!d->path)
+            return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.path must name an ONNX file");
+        void *bytes = NULL;
+        size_t n = 0;
+        dstack_status st = read_file(d->path, &bytes, &n);
+        if (st != DSTACK_OK)
+            return st;
+        st = ds_onnx_import(bytes, n, g);
+        free(bytes);
+        if (st != DSTACK_OK)
+            ds_fail_prefix(st, "%s: ", d->path);
+        return st;
+    }
+    case DSTACK_SOURCE_ONNX_BYTES:
+        if (!d->bytes || d->n_bytes == 0)
+            return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.bytes is NULL or desc.n_bytes is 0");
+        return ds_onnx_import(d->bytes, d->n_bytes, g);
+    }
+    return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.source %d is not a dstack_model_source", (int)d->source);
+}
+
+static dstack_status check_desc(const dstack_model_desc *d)
+{
+    if (d->max_batch == 0 || d->max_batch > MAX_MAX_BATCH)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.max_batch must be 1..%u, got %u", MAX_MAX_BATCH,
+                       d->max_batch);
+    if (d->fixed_batch > d->max_batch)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.fixed_batch %u exceeds max_batch %u", d->fixed_batch,
+                       d->max_batch);
+    if ((unsigned)d->precision > DSTACK_PRECISION_FP16)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.precision %d is not a dstack_precision",
+                       (int)d->precision);
+    if (d->slo_us > UINT64_MAX / 1000u)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.slo_us %llu overflows nanoseconds",
+                       (unsigned long long)d->slo_us);
+    return DSTACK_OK;
+}
+
+static void tensor_info(const ds_tensor *t, dstack_tensor_info *ti)
+{
+    snprintf(ti->name, sizeof ti->name, "%s", t->name ? t->name : "");
+    ti->rank = t->rank;
+    for (uint32_t i = 0; i < t->rank; i++)
+        ti->dims[i] = t->dims[i];
+    ti->bytes = (size_t)ds_tensor_numel(t) * sizeof(float);
+}
+
+/* The display name: desc.name, else the zoo name, else the file's stem. */
+static void model_name(const dstack_model_desc *d, char *out)
+{
+    const char *src = d->name;
+    char stem[DSTACK_NAME_LEN] = "model";
+    if (!src && d->source == DSTACK_SOURCE_ZOO)
+        src = d->path;
+    if (!src && d->source == DSTACK_SOURCE_ONNX_FILE) {
+        const char *base = strrchr(d->path, '/');
+        snprintf(stem, sizeof stem, "%s", base ? base + 1 : d->path);
+        char *dot = strrchr(stem, '.');
+        if (dot && dot != stem)
+            *dot = '\0';
+    }
+    snprintf(out, DSTACK_NAME_LEN, "%s", src ? src : stem);
+}
+
+/* The knee and batch chooser are not built yet: until they are, a model
+ * gets its fixed share or the whole device, and its fixed batch or its
+ * max_batch (the temporal policy takes what is queued up to that). */
+static void choose_share_and_batch(const ds_device_info *dev, const dstack_model_desc *d, api_model *am,
+                                   uint32_t *units)
+{
+    uint32_t unit_sms = dev->unit_sms ? dev->unit_sms : 1;
+    *units = dev->n_units ? dev->n_units : 1;
+    if (d->fixed_sm_count) {
+        uint32_t want = (d->fixed_sm_count + unit_sms - 1) / unit_sms;
+        if (want < *units)
+            *units = want;
+    }
+    am->info.sm_count = *units * unit_sms;
+    if (am->info.sm_count > dev->sm_count)
+        am->info.sm_count = dev->sm_count;
+    am->info.batch_size = d->fixed_batch ? d->fixed_batch : d->max_batch;
+}
+
+void ds_api_model_free(dstack_ctx *ctx, api_model *am)
+{
+    if (!am)
+        return;
+    if (am->plan)
+        ctx->exec->ops->plan_destroy(ctx->exec, am->plan);
+    ds_graph_free(am->graph);
+    free(am);
+}
+
+static dstack_status build_model(dstack_ctx *ctx, const dstack_model_desc *d, api_model *am, uint32_t *units)
+{
+    dstack_status st = load_graph(d, &am->graph);
+    if (st != DSTACK_OK)
+        return st;
+    if ((st = ds_graph_fold(am->graph)) != DSTACK_OK)
+        return st;
+    const ds_graph *g = am->graph;
+    dstack_model_info *info = &am->info;
+    model_name(d, info->name);
+    info->n_inputs = g->n_inputs;
+    info->n_outputs = g->n_outputs;
+    for (uint32_t i = 0; i < g->n_inputs; i++)
+        tensor_info(&g->tensors[g->inputs[i]], &info->inputs[i]);
+    for (uint32_t i = 0; i < g->n_outputs; i++)
+        tensor_info(&g->tensors[g->outputs[i]], &info->outputs[i]);
+    info->param_count = ds_graph_param_count(g);
+    info->flops_per_request = ds_graph_flops(g);
+    info->max_batch = d->max_batch;
+    info->slo_us = d->slo_us;
+    info->precision = d->precision;
+    choose_share_and_batch(&ctx->exec->device, d, am, units);
+    ds_plan_options po = {d->max_batch, d->precision};
+    return ctx->exec->ops->plan_create(ctx->exec, g, &po, &am->plan);
+}
+
+DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_model_desc *desc,
+                                               dstack_model **model)
+{
+    ds_error_clear();
+    if (!ctx || !desc || !model)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx, desc or model is NULL");
+    dstack_model_desc d;
+    dstack_model_desc_init(&d);
+    dstack_status st = ds_copy_sized(&d, sizeof d, desc, "desc");
+    if (st == DSTACK_OK)
+        st = check_desc(&d);
+    if (st != DSTACK_OK)
+        return st;
+    if (ds_sched_is_shut_down(ctx->sched))
+        return ds_fail(DSTACK_ERR_SHUTTING_DOWN, "the context is shutting down");
+    api_model *am = calloc(1, sizeof *am);
+    if (!am)
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for a model");
+    dstack_model_info_init(&am->info);
+    pthread_mutex_lock(&ctx->register_lock);
+    uint32_t units = 1;
+    st = build_model(ctx, &d, am, &units);
+    if (st == DSTACK_OK) {
+        ds_sched_model_config sc = {0};
+        sc.plan = am->plan;
+        sc.n_inputs = am->info.n_inputs;
+        sc.n_outputs = am->info.n_outputs;
+        for (uint32_t i = 0; i < sc.n_inputs; i++)
+            sc.input_bytes[i] = am->info.inputs[i].bytes;
+        for (uint32_t i = 0; i < sc.n_outputs; i++)
+            sc.output_bytes[i] = am->info.outputs[i].bytes;
+        sc.batch_size = am->info.batch_size;
+        sc.max_batch = am->info.max_batch;
+        sc.unit_count = units;
+        sc.slo_ns = d.slo_us * 1000u;
+        sc.owner = am;
+        st = ds_sched_add_model(ctx->sched, &sc, model);
+    }
+    if (st != DSTACK_OK)
+        ds_api_model_free(ctx, am);
+    pthread_mutex_unlock(&ctx->register_lock);
+    return st;
+}
+
+DSTACK_API dstack_status dstack_unregister_model(dstack_ctx *ctx, dstack_model *model)
+{
+    ds_error_clear();
+    if (!ctx || !model)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx or model is NULL");
+    pthread_mutex_lock(&ctx->register_lock);
+    void *owner = NULL;
+    dstack_status st = ds_sched_remove_model(ctx->sched, model, &owner);
+    if (st == DSTACK_OK)
+        ds_api_model_free(ctx, owner);
+    pthread_mutex_unlock(&ctx->register_lock);
+    return st;
+}
+
+DSTACK_API dstack_status dstack_model_info_get(dstack_ctx *ctx, const dstack_model *model,
+                                               dstack_model_info *info)
+{
+    ds_error_clear();
+    if (!ctx || !model || !info)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx, model or info is NULL");
+    if (info->struct_size < sizeof(size_t))
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "info.struct_size is %zu: call dstack_model_info_init",
+                       info->struct_size);
+    /* Under the register lock the model cannot be freed while we copy. */
+    pthread_mutex_lock(&ctx->register_lock);
+    void *owner = NULL;
+    dstack_status st = ds_sched_model_owner(ctx->sched, model, &owner);
+    if (st == DSTACK_OK)
+        ds_copy_out(info, &((api_model *)owner)->info, sizeof(dstack_model_info));
+    pthread_mutex_unlock(&ctx->register_lock);
+    return st;
+}
