@@ -129,7 +129,7 @@ examples: $(EXAMPLE_BIN)
 
 TEST_BINS := $(UNIT_BIN) $(API_BIN) $(if $(wildcard tests/onnx_conformance.c),$(CONFORMANCE))
 check test: lib $(TEST_BINS) $(EXAMPLE_BIN)
-	@BUILD=$(BUILD) LIBOUT=$(LIBOUT) CONFORMANCE=$(CONFORMANCE) sh tools/run_tests.sh $(UNIT_BIN) $(API_BIN)
+	@BUILD=$(BUILD) LIBOUT=$(LIBOUT) CONFORMANCE=$(CONFORMANCE) SANITIZED=$(if $(SAN),1,) sh tools/run_tests.sh $(UNIT_BIN) $(API_BIN)
 
 sanitize:
 	$(MAKE) BUILD=build/asan LIBOUT=build/asan/lib OPT="-O1 -g -fno-omit-frame-pointer" \
