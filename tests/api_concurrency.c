@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "api_common.h"
 
@@ -62,7 +63,7 @@ static void *submitter(void *p)
         dstack_status st;
         while ((st = dstack_submit(r->ctx, r->model, &req, &t)) == DSTACK_ERR_QUEUE_FULL) {
             atomic_fetch_add(&r->queue_full_seen, 1);
-            sched_yield();
+            nanosleep(&(struct timespec){0, 20000}, NULL); /* back off, as a client would */
         }
         if (st == DSTACK_ERR_SHUTTING_DOWN) {
             atomic_fetch_add(&r->refused_shutting_down, 1);
