@@ -25,5 +25,9 @@ if [ -f tests/onnx_conformance.c ]; then
     done
   else echo "conformance runner did not build"; fi
 fi
+# the public-API programs (bench/gpu/run_api_checks.sh)
+make BUILD=$B LIBOUT=$B/lib $B/examples/serve_demo $B/tests/api_basic $B/tests/api_concurrency \
+     $B/tests/api_onnx_malformed >/dev/null
+cp $B/examples/serve_demo $B/tests/api_basic $B/tests/api_concurrency $B/tests/api_onnx_malformed .carry/bin/
 cp bench/gpu/probe_env.c .carry/ 2>/dev/null || true
 du -sh .carry
