@@ -33,7 +33,7 @@ sys.path.insert(0, HERE)
 import dstack_ctypes as ds  # noqa: E402
 
 REL_TOL = 1e-4
-MODELS = ["resnet18", "mobilenet_v2", "squeezenet1_1"]
+MODELS = os.environ.get("DSTACK_ORACLE_MODELS", "resnet18,mobilenet_v2,squeezenet1_1").split(",")
 failures = 0
 
 
