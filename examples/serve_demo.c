@@ -158,9 +158,10 @@ static int register_models(demo *d, uint32_t image)
                (double)dm->info.flops_per_request / 1e9, now_s() - t0);
         size_t in_floats = dm->info.inputs[0].bytes / sizeof(float);
         size_t out_floats = dm->info.outputs[0].bytes / sizeof(float);
-        dm->input = malloc(in_floats * sizeof(float));
-        dm->outputs = calloc(((size_t)d->requests / N_MODELS + 2) * out_floats, sizeof(float));
-        if (!dm->input || !dm->outputs)
+        /* dstack_host_alloc: page-locked on cuda, so inputs skip a staging copy */
+        size_t out_bytes = ((size_t)d->requests / N_MODELS + 2) * out_floats * sizeof(float);
+        if (check(dstack_host_alloc(d->ctx, in_floats * sizeof(float), (void **)&dm->input), "host_alloc") ||
+            check(dstack_host_alloc(d->ctx, out_bytes, (void **)&dm->outputs), "host_alloc"))
             return -1;
         for (size_t i = 0; i < in_floats; i++)
             dm->input[i] = (float)sin((double)i * 0.01);
@@ -277,11 +278,12 @@ int main(int argc, char **argv)
     report(&d, elapsed);
     rc = done == requests - d.refused ? 0 : 1;
 out:
-    dstack_destroy(d.ctx);
+    dstack_shutdown(d.ctx); /* nothing runs after this: the buffers can go */
     for (int m = 0; m < N_MODELS; m++) {
-        free(d.models[m].input);
-        free(d.models[m].outputs);
+        dstack_host_free(d.ctx, d.models[m].input);
+        dstack_host_free(d.ctx, d.models[m].outputs);
     }
+    dstack_destroy(d.ctx);
     pthread_mutex_destroy(&d.lock);
     return rc;
 }

@@ -316,6 +316,18 @@ typedef struct dstack_completion {
 DSTACK_API dstack_status dstack_poll(dstack_ctx *ctx, dstack_completion *out, size_t max,
                                      int64_t timeout_us, size_t *n_out);
 
+/* Allocate `bytes` of host memory for request buffers that the backend can
+ * move to the device without an extra copy: page-locked memory on cuda (the
+ * input copy then skips the staging memcpy), 64-byte aligned memory on cpu.
+ * Optional: any memory works as a request buffer. Free it with
+ * dstack_host_free on the same context, before dstack_destroy.
+ * INVALID_ARGUMENT (NULL, bytes 0), OUT_OF_MEMORY, DEVICE. Thread-safe. */
+DSTACK_API dstack_status dstack_host_alloc(dstack_ctx *ctx, size_t bytes, void **ptr);
+
+/* Free memory from dstack_host_alloc of the same context; NULL is a no-op.
+ * Thread-safe; the memory must not be in a request still outstanding. */
+DSTACK_API void dstack_host_free(dstack_ctx *ctx, void *ptr);
+
 /* ------------------------------------------------------------------------ */
 /* Statistics                                                                */
 /* ------------------------------------------------------------------------ */

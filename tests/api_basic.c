@@ -404,6 +404,38 @@ static void test_queue_full_is_distinct_and_drops_nothing(void **state)
     dstack_destroy(ctx);
 }
 
+static void test_host_alloc_buffers_serve_requests(void **state)
+{
+    (void)state;
+    dstack_ctx *ctx;
+    dstack_model *m;
+    assert_int_equal(open_cpu(&ctx, 0), DSTACK_OK);
+    assert_int_equal(register_tiny(ctx, 4, 0, &m), DSTACK_OK);
+    void *x = (void *)0x1, *y = NULL;
+    assert_int_equal(dstack_host_alloc(NULL, 16, &x), DSTACK_ERR_INVALID_ARGUMENT);
+    assert_int_equal(dstack_host_alloc(ctx, 0, &x), DSTACK_ERR_INVALID_ARGUMENT);
+    assert_int_equal(dstack_host_alloc(ctx, 16, NULL), DSTACK_ERR_INVALID_ARGUMENT);
+    assert_ptr_equal(x, (void *)0x1);
+    assert_int_equal(dstack_host_alloc(ctx, sizeof ref_in[1], &x), DSTACK_OK);
+    assert_int_equal(dstack_host_alloc(ctx, sizeof ref_out[1], &y), DSTACK_OK);
+    assert_int_equal((uintptr_t)x % 64, 0);
+    memcpy(x, ref_in[1], sizeof ref_in[1]);
+    dstack_buffer in, out;
+    dstack_request r = one_request(&in, &out, x, y, NULL);
+    dstack_ticket t;
+    assert_int_equal(dstack_submit(ctx, m, &r, &t), DSTACK_OK);
+    dstack_completion c;
+    size_t n = 0;
+    assert_int_equal(dstack_poll(ctx, &c, 1, 5000000, &n), DSTACK_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(c.status, DSTACK_OK);
+    assert_true(max_rel_err(y, ref_out[1], TINY_OUT_FLOATS) < 1e-4);
+    dstack_host_free(ctx, x);
+    dstack_host_free(ctx, y);
+    dstack_host_free(ctx, NULL); /* no-op */
+    dstack_destroy(ctx);
+}
+
 static void test_shutdown_then_everything_refused_and_poll_ends(void **state)
 {
     (void)state;
@@ -446,6 +478,7 @@ int main(void)
         cmocka_unit_test(test_unregister_then_handle_is_unknown),
         cmocka_unit_test(test_past_deadline_completes_as_missed),
         cmocka_unit_test(test_queue_full_is_distinct_and_drops_nothing),
+        cmocka_unit_test(test_host_alloc_buffers_serve_requests),
         cmocka_unit_test(test_shutdown_then_everything_refused_and_poll_ends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

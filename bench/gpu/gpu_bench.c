@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cuda_runtime.h>
+
 #include "exec/exec.h"
 #include "graph/graph.h"
 #include "util/clock.h"
@@ -78,7 +80,13 @@ static void model_load(model_run *m, const char *name, uint32_t max_batch, uint6
     m->max_batch = max_batch;
     m->in_floats = (uint64_t)ds_tensor_numel(&m->g->tensors[m->g->inputs[0]]);
     m->out_floats = (uint64_t)ds_tensor_numel(&m->g->tensors[m->g->outputs[0]]);
-    m->in = malloc(m->in_floats * max_batch * sizeof(float));
+    /* DSTACK_BENCH_PINNED=1: inputs in page-locked memory, as dstack_host_alloc gives */
+    if (getenv("DSTACK_BENCH_PINNED")) {
+        if (cudaHostAlloc((void **)&m->in, m->in_floats * max_batch * sizeof(float), cudaHostAllocPortable))
+            die("cudaHostAlloc", DSTACK_ERR_DEVICE);
+    } else {
+        m->in = malloc(m->in_floats * max_batch * sizeof(float));
+    }
     m->out = malloc(m->out_floats * max_batch * sizeof(float));
     m->in_ptrs = malloc(max_batch * sizeof(void *));
     m->out_ptrs = malloc(max_batch * sizeof(void *));
@@ -112,7 +120,10 @@ static void model_plan(model_run *m, ds_executor *ex) {
 static void model_free(model_run *m, ds_executor *ex) {
     if (m->plan) ex->ops->plan_destroy(ex, m->plan);
     ds_graph_free(m->g);
-    free(m->in);
+    if (getenv("DSTACK_BENCH_PINNED"))
+        cudaFreeHost(m->in);
+    else
+        free(m->in);
     free(m->out);
     free(m->in_ptrs);
     free(m->out_ptrs);

@@ -183,6 +183,33 @@ DSTACK_API void dstack_destroy(dstack_ctx *ctx)
     free(ctx);
 }
 
+#define HOST_ALIGN 64
+
+DSTACK_API dstack_status dstack_host_alloc(dstack_ctx *ctx, size_t bytes, void **ptr)
+{
+    ds_error_clear();
+    if (!ctx || !ptr || bytes == 0)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx or ptr is NULL, or bytes is 0");
+    ds_executor *ex = ctx->exec;
+    if (ex->ops->host_alloc)
+        return ex->ops->host_alloc(ex, bytes, ptr);
+    void *p = aligned_alloc(HOST_ALIGN, (bytes + HOST_ALIGN - 1) / HOST_ALIGN * HOST_ALIGN);
+    if (!p)
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for %zu host bytes", bytes);
+    *ptr = p;
+    return DSTACK_OK;
+}
+
+DSTACK_API void dstack_host_free(dstack_ctx *ctx, void *ptr)
+{
+    if (!ctx || !ptr)
+        return;
+    if (ctx->exec->ops->host_free)
+        ctx->exec->ops->host_free(ctx->exec, ptr);
+    else
+        free(ptr);
+}
+
 DSTACK_API uint64_t dstack_now_ns(const dstack_ctx *ctx)
 {
     return ctx ? ds_sched_now_ns(ctx->sched) : ds_monotonic_ns();

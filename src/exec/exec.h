@@ -77,6 +77,12 @@ typedef struct ds_executor_ops {
                                    ds_partition *out);
     /* Wait for every run to finish and free the executor. */
     void (*destroy)(ds_executor *ex);
+    /* Optional (NULL: plain aligned malloc/free). Host memory this backend
+     * moves to and from the device without a staging copy: page-locked on
+     * cuda. run() takes the fast path for request buffers that are such
+     * memory. */
+    dstack_status (*host_alloc)(ds_executor *ex, size_t bytes, void **out);
+    void (*host_free)(ds_executor *ex, void *ptr);
 } ds_executor_ops;
 
 struct ds_executor {

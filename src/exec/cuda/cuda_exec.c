@@ -27,7 +27,12 @@
  * A run: inputs are memcpy'd into the plan's pinned staging on the calling
  * thread, then everything is enqueued on the partition's stream: H2D, the
  * steps, D2H, and a cudaLaunchHostFunc callback that copies the outputs to
- * the caller's buffers and calls done(arg, OK) once. Nothing synchronizes on
+ * the caller's buffers and calls done(arg, OK) once. When every input of a
+ * batchable plan is already page-locked (dstack_host_alloc, cudaHostAlloc,
+ * cudaHostRegister), the staging memcpy is skipped and each request's input
+ * is copied H2D straight from the caller's buffer: at batch 32 on resnet50
+ * the staging memcpy was 2-3 ms of 13. For batchable plans the input copies
+ * are enqueued outside the captured graph (below), so one graph serves both. Nothing synchronizes on
  * the hot path. The partition's mutex serializes use of its cuDNN/cuBLAS
  * handles by host threads.
  *
@@ -101,6 +106,8 @@ struct ds_exec_plan {
     void *done_arg;
     uint32_t run_batch;
     void **out_ptrs; /* [max_batch * n_outputs] */
+    const void **in_ptrs; /* [max_batch * n_inputs]: the caller's buffers */
+    bool direct_inputs;   /* this run copies H2D from in_ptrs, not staging */
 };
 
 #define CU_TRY(call, what)                                                                  \
@@ -494,14 +501,29 @@ static dstack_status enqueue_io(ds_exec_plan *p, ds_gpu_part *gp, uint32_t first
     return DSTACK_OK;
 }
 
+/* A batchable plan's inputs, enqueued before its body (and outside any
+ * captured graph): one copy per input from staging, or one per request
+ * straight from the caller's page-locked buffers. */
+static dstack_status enqueue_inputs(ds_exec_plan *p, ds_gpu_part *gp, uint32_t batch) {
+    if (!p->direct_inputs) return enqueue_io(p, gp, 0, batch, true);
+    const ds_graph *g = p->g;
+    for (uint32_t j = 0; j < g->n_inputs; j++) {
+        char *dev = p->d_arena + p->prog.offsets[g->inputs[j]];
+        for (uint32_t r = 0; r < batch && p->in_bytes[j]; r++)
+            CU_TRY(cudaMemcpyAsync(dev + (uint64_t)r * p->in_bytes[j], p->in_ptrs[r * g->n_inputs + j],
+                                   p->in_bytes[j], cudaMemcpyHostToDevice, gp->stream),
+                   "cudaMemcpyAsync (input H2D, page-locked)");
+    }
+    return DSTACK_OK;
+}
+
 static dstack_status enqueue_body(ds_exec_plan *p, ds_gpu_part *gp, uint32_t batch) {
     BLAS_TRY(cublasSetMathMode(gp->cublas, p->precision == DSTACK_PRECISION_TF32
                                                ? CUBLAS_TF32_TENSOR_OP_MATH
                                                : CUBLAS_PEDANTIC_MATH),
              "cublasSetMathMode");
     dstack_status st = DSTACK_OK;
-    if (p->g->batchable) {
-        if ((st = enqueue_io(p, gp, 0, batch, true)) != DSTACK_OK) return st;
+    if (p->g->batchable) { /* inputs: enqueue_inputs, before the body */
         if ((st = run_steps(p, gp, batch)) != DSTACK_OK) return st;
         if ((st = enqueue_io(p, gp, 0, batch, false)) != DSTACK_OK) return st;
     } else {
@@ -545,11 +567,24 @@ static dstack_status enqueue_graph(ds_exec_plan *p, ds_gpu_part *gp, uint32_t ba
 }
 
 static dstack_status enqueue_run(ds_exec_plan *p, ds_gpu_part *gp, uint32_t batch) {
-    dstack_status st = p->ex->use_graphs && !p->graphs_failed ? enqueue_graph(p, gp, batch)
-                                                               : enqueue_body(p, gp, batch);
+    dstack_status st = p->g->batchable ? enqueue_inputs(p, gp, batch) : DSTACK_OK;
+    if (st != DSTACK_OK) return st;
+    st = p->ex->use_graphs && !p->graphs_failed ? enqueue_graph(p, gp, batch)
+                                                : enqueue_body(p, gp, batch);
     if (st != DSTACK_OK) return st;
     CU_TRY(cudaEventRecord(p->finished, gp->stream), "cudaEventRecord");
     return DSTACK_OK;
+}
+
+/* Page-locked host memory (cudaHostAlloc / cudaHostRegister): the copy engine
+ * reads it directly. Anything else, or a failed query, is not. */
+static bool is_page_locked(const void *ptr) {
+    struct cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return a.type == cudaMemoryTypeHost;
 }
 
 static dstack_status cuda_run(ds_executor *base, ds_exec_plan *p, const ds_exec_batch *b,
@@ -564,7 +599,7 @@ static dstack_status cuda_run(ds_executor *base, ds_exec_plan *p, const ds_exec_
         for (uint32_t j = 0; j < g->n_inputs; j++) {
             const void *src = b->inputs[r * g->n_inputs + j];
             if (!src) return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "request %u input %u is NULL", r, j);
-            memcpy(p->h_in + p->in_off[j] + (uint64_t)r * p->in_bytes[j], src, p->in_bytes[j]);
+            p->in_ptrs[r * g->n_inputs + j] = src;
         }
         for (uint32_t j = 0; j < g->n_outputs; j++) {
             void *dst = b->outputs[r * g->n_outputs + j];
@@ -575,6 +610,14 @@ static dstack_status cuda_run(ds_executor *base, ds_exec_plan *p, const ds_exec_
     ds_gpu_part *gp = part && part->handle ? (ds_gpu_part *)part->handle : ex->whole;
     dstack_status st = ds_gpu_bind_thread(ex->gpu);
     if (st != DSTACK_OK) return st;
+    p->direct_inputs = g->batchable;
+    for (uint32_t i = 0; i < b->batch * g->n_inputs && p->direct_inputs; i++)
+        p->direct_inputs = is_page_locked(p->in_ptrs[i]);
+    if (!p->direct_inputs)
+        for (uint32_t r = 0; r < b->batch; r++)
+            for (uint32_t j = 0; j < g->n_inputs; j++)
+                memcpy(p->h_in + p->in_off[j] + (uint64_t)r * p->in_bytes[j], p->in_ptrs[r * g->n_inputs + j],
+                       p->in_bytes[j]);
     p->done = done;
     p->done_arg = done_arg;
     p->run_batch = b->batch;
@@ -765,6 +808,7 @@ static void cuda_plan_destroy(ds_executor *base, ds_exec_plan *p) {
     cudaFreeHost(p->h_in);
     cudaFreeHost(p->h_out);
     free(p->out_ptrs);
+    free(p->in_ptrs);
     ds_cu_program_free(&p->prog);
     free(p);
 }
@@ -800,7 +844,8 @@ static dstack_status plan_upload(ds_exec_plan *p) {
     CU_TRY(cudaHostAlloc((void **)&p->h_in, in ? in : 64, cudaHostAllocDefault), "cudaHostAlloc (inputs)");
     CU_TRY(cudaHostAlloc((void **)&p->h_out, out ? out : 64, cudaHostAllocDefault), "cudaHostAlloc (outputs)");
     p->out_ptrs = calloc((size_t)p->max_batch * (g->n_outputs ? g->n_outputs : 1), sizeof(void *));
-    if (!p->out_ptrs) return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "output pointers");
+    p->in_ptrs = calloc((size_t)p->max_batch * (g->n_inputs ? g->n_inputs : 1), sizeof(void *));
+    if (!p->out_ptrs || !p->in_ptrs) return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "request pointers");
     CU_TRY(cudaEventCreateWithFlags(&p->finished, cudaEventDisableTiming), "cudaEventCreate");
     return DSTACK_OK;
 }
@@ -888,6 +933,21 @@ static void cuda_destroy(ds_executor *base) {
     free(ex);
 }
 
+static dstack_status cuda_host_alloc(ds_executor *base, size_t bytes, void **out) {
+    ds_cuda_exec *ex = (ds_cuda_exec *)base;
+    dstack_status st = ds_gpu_bind_thread(ex->gpu);
+    if (st != DSTACK_OK) return st;
+    void *p = NULL;
+    CU_TRY(cudaHostAlloc(&p, bytes, cudaHostAllocPortable), "cudaHostAlloc (dstack_host_alloc)");
+    *out = p;
+    return DSTACK_OK;
+}
+
+static void cuda_host_free(ds_executor *base, void *ptr) {
+    ds_cuda_exec *ex = (ds_cuda_exec *)base;
+    if (ds_gpu_bind_thread(ex->gpu) == DSTACK_OK) cudaFreeHost(ptr);
+}
+
 static const ds_executor_ops cuda_ops = {
     .name = "cuda",
     .plan_create = cuda_plan_create,
@@ -895,6 +955,8 @@ static const ds_executor_ops cuda_ops = {
     .run = cuda_run,
     .partition_get = cuda_partition_get,
     .destroy = cuda_destroy,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
 };
 
 dstack_status ds_exec_cuda_create(const ds_executor_config *cfg, ds_executor **out) {
