@@ -72,6 +72,20 @@ void ds_op_attrs_init(ds_op_attrs *a)
     a->activation = DS_ACT_NONE;
 }
 
+/* Make room for one more element of an array that doubles as it grows. */
+static bool grow_array(void **array, uint32_t *cap, uint32_t used, size_t elem_size)
+{
+    if (used < *cap)
+        return true;
+    uint32_t new_cap = *cap ? *cap * 2 : 32;
+    void *grown = realloc(*array, (size_t)new_cap * elem_size);
+    if (!grown)
+        return false;
+    *array = grown;
+    *cap = new_cap;
+    return true;
+}
+
 /* A new tensor slot (zeroed, name copied), or DS_TENSOR_NONE. */
 static uint32_t new_tensor(ds_graph *g, const char *name, ds_tensor_kind kind, uint32_t rank,
                            const int64_t *dims)
@@ -89,15 +103,9 @@ static uint32_t new_tensor(ds_graph *g, const char *name, ds_tensor_kind kind, u
         ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "graph '%s': too many tensors", g->name);
         return DS_TENSOR_NONE;
     }
-    if (g->n_tensors == g->cap_tensors) {
-        uint32_t cap = g->cap_tensors ? g->cap_tensors * 2 : 32;
-        ds_tensor *t = realloc(g->tensors, (size_t)cap * sizeof *t);
-        if (!t) {
-            ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "graph '%s': no memory for tensors", g->name);
-            return DS_TENSOR_NONE;
-        }
-        g->tensors = t;
-        g->cap_tensors = cap;
+    if (!grow_array((void **)&g->tensors, &g->cap_tensors, g->n_tensors, sizeof *g->tensors)) {
+        ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "graph '%s': no memory for tensors", g->name);
+        return DS_TENSOR_NONE;
     }
     ds_tensor *t = &g->tensors[g->n_tensors];
     memset(t, 0, sizeof *t);
@@ -185,15 +193,9 @@ uint32_t ds_graph_add_node(ds_graph *g, ds_op_kind op, const char *name, const u
             return DS_TENSOR_NONE;
         }
     }
-    if (g->n_nodes == g->cap_nodes) {
-        uint32_t cap = g->cap_nodes ? g->cap_nodes * 2 : 32;
-        ds_node *n = realloc(g->nodes, (size_t)cap * sizeof *n);
-        if (!n) {
-            ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "graph '%s': no memory for nodes", g->name);
-            return DS_TENSOR_NONE;
-        }
-        g->nodes = n;
-        g->cap_nodes = cap;
+    if (!grow_array((void **)&g->nodes, &g->cap_nodes, g->n_nodes, sizeof *g->nodes)) {
+        ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "graph '%s': no memory for nodes", g->name);
+        return DS_TENSOR_NONE;
     }
     char gen[96];
     if (!output_name) {
