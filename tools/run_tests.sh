@@ -5,25 +5,27 @@
 set -u
 passed=0; failed=0; suites_failed=""
 log=$(mktemp)
+# tally SUITE RC PASSED FAILED: add a suite's counts; a suite that exits
+# non-zero without reporting a failure (a crash) counts as one failure.
+tally() {
+    passed=$((passed + $3)); failed=$((failed + $4))
+    if [ "$2" -ne 0 ] && [ "$4" -eq 0 ]; then failed=$((failed + 1)); fi
+    if [ "$2" -ne 0 ]; then suites_failed="$suites_failed $1"; fi
+}
 for t in "$@"; do
     echo "== $t"
     "$t" >"$log" 2>&1; rc=$?
     cat "$log"
     p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1/p' "$log" | awk '{s+=$1} END {print s+0}')
     f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test(s), listed below:/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
-    passed=$((passed + p)); failed=$((failed + f))
-    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
-    [ $rc -ne 0 ] && suites_failed="$suites_failed $t"
+    tally "$t" $rc "$p" "$f"
 done
 if [ -x "${CONFORMANCE:-}" ] && [ -d /usr/share/libonnx-testdata/data/node ]; then
     echo "== $CONFORMANCE (ONNX node conformance, cpu backend)"
     sh tools/conformance_cases.sh | xargs "$CONFORMANCE" --backend cpu >"$log" 2>&1; rc=$?
     grep -v '^PASS' "$log"
     echo "(PASS lines omitted: $(grep -c '^PASS' "$log"))"
-    p=$(grep -c '^PASS' "$log"); f=$(grep -c '^FAIL' "$log")
-    passed=$((passed + p)); failed=$((failed + f))
-    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
-    [ $rc -ne 0 ] && suites_failed="$suites_failed $CONFORMANCE"
+    tally "$CONFORMANCE" $rc "$(grep -c '^PASS' "$log")" "$(grep -c '^FAIL' "$log")"
 fi
 if [ -n "${SANITIZED:-}" ]; then
     echo "== tests/python skipped: a sanitized library cannot be loaded into python3"
@@ -33,10 +35,7 @@ elif [ -d tests/python ] && python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/
         echo "== $py"
         LIBOUT=${LIBOUT:-lib} python3 "$py" >"$log" 2>&1; rc=$?
         cat "$log"
-        p=$(grep -c '^PASS' "$log"); f=$(grep -c '^FAIL' "$log")
-        passed=$((passed + p)); failed=$((failed + f))
-        if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
-        [ $rc -ne 0 ] && suites_failed="$suites_failed $py"
+        tally "$py" $rc "$(grep -c '^PASS' "$log")" "$(grep -c '^FAIL' "$log")"
     done
 elif [ -d tests/python ]; then
     echo "== tests/python skipped: python3 with onnx, onnxruntime and numpy is missing (run tools/setup.sh)"

@@ -413,10 +413,8 @@ static dstack_model *model_alloc(ds_sched *s, const ds_sched_model_config *cfg)
     m->ring = calloc(m->cap, sizeof *m->ring);
     m->ring_ptrs = calloc((size_t)m->cap * m->n_io, sizeof *m->ring_ptrs);
     m->batch_reqs = calloc(cfg->max_batch, sizeof *m->batch_reqs);
-    m->batch_in = calloc((size_t)cfg->max_batch * (cfg->n_inputs ? cfg->n_inputs : 1),
-                         sizeof *m->batch_in);
-    m->batch_out = calloc((size_t)cfg->max_batch * (cfg->n_outputs ? cfg->n_outputs : 1),
-                          sizeof *m->batch_out);
+    m->batch_in = calloc((size_t)cfg->max_batch * cfg->n_inputs, sizeof *m->batch_in);
+    m->batch_out = calloc((size_t)cfg->max_batch * cfg->n_outputs, sizeof *m->batch_out);
     if (!m->ring || !m->ring_ptrs || !m->batch_reqs || !m->batch_in || !m->batch_out) {
         model_free_queues(m);
         free(m);
