@@ -97,6 +97,15 @@ uint64_t ds_sim_exec_next_ns(ds_executor *ex);
  * that ends at or before t_ns (end-time order). */
 void ds_sim_exec_advance(ds_executor *ex, uint64_t t_ns);
 
+/* Ideal mode (the `ideal` policy's device, sim only): every batch runs on
+ * the pool of all sm_count SMs whatever partition it was given; at every
+ * instant each running kernel gets the SMs it can use (its remaining blocks
+ * / blocks_per_sm, as a real number: no wave quantization, no partition
+ * granularity), shared by water-filling when the kernels want more than the
+ * device has. Memory contention and launch gaps as in normal mode. Set it
+ * before any run. */
+void ds_sim_exec_set_ideal(ds_executor *ex, bool ideal);
+
 /* SM-time the engine counted busy since creation (SM x ns), for utilization:
  * an SM is busy while a block of some kernel is resident on it. */
 double ds_sim_exec_busy_sm_ns(ds_executor *ex);
