@@ -122,7 +122,8 @@ typedef struct dstack_options {
     int device;                       /* CUDA device ordinal, default 0 */
     dstack_partitioning partitioning; /* default AUTO */
     dstack_policy policy;             /* default DSTACK */
-    uint32_t queue_capacity;          /* requests queued per model, default 1024 */
+    uint32_t queue_capacity;          /* samples outstanding per model (queued, running,
+                                       * or completed and not yet polled), default 1024 */
     uint32_t cpu_threads;             /* cpu backend worker threads, 0 = one per core */
     uint32_t sim_sm_count;            /* sim backend: SMs of the virtual GPU, default 132 */
 } dstack_options;
@@ -275,13 +276,19 @@ typedef struct dstack_request {
     uint32_t n_outputs;
     void *user_data;              /* handed back in the completion */
     uint64_t deadline_ns;         /* absolute, dstack_now_ns clock; 0 = now + SLO */
+    uint32_t n_samples;           /* samples in each buffer, 1..max_batch; default 1
+                                   * (0 is taken as 1). Each input and output buffer
+                                   * holds n_samples consecutive samples (bytes =
+                                   * n_samples x the per-sample bytes of
+                                   * dstack_model_info); the request is never split
+                                   * across batches and gets ONE completion. */
 } dstack_request;
 
 DSTACK_API void dstack_request_init(dstack_request *request);
 
 typedef uint64_t dstack_ticket;
 
-/* Queue one request (one sample) for the model. Never blocks. The data the
+/* Queue one request (n_samples samples, default 1) for the model. Never blocks. The data the
  * buffers point to is not copied: the input buffers must stay valid and
  * unchanged, and the output buffers valid, until the ticket's completion is
  * polled (or dstack_destroy returns). The dstack_buffer arrays themselves

@@ -386,24 +386,25 @@ static void test_temporal_picks_oldest_head_on_the_whole_device(void **state)
     const ds_policy_ops *p = ds_policy_find(DSTACK_POLICY_TEMPORAL);
     assert_non_null(p);
     ds_sched_model_view mv[3] = {
-        {.queued = 5, .oldest_submit_ns = 300, .batch_size = 4, .unit_count = 2},
-        {.queued = 2, .oldest_submit_ns = 100, .batch_size = 8, .unit_count = 1},
+        {.queued = 5, .queued_samples = 5, .oldest_submit_ns = 300, .batch_size = 4, .unit_count = 2},
+        {.queued = 2, .queued_samples = 2, .oldest_submit_ns = 100, .batch_size = 8, .unit_count = 1},
         {.queued = 0, .batch_size = 8},
     };
     ds_sched_view v = {1000, 3, mv, 16, 0, 0};
     ds_sched_decision d;
-    assert_true(p->pick(NULL, &v, &d));
+    uint64_t wake;
+    assert_true(p->pick(NULL, &v, &d, &wake));
     assert_int_equal(d.model, 1);
     assert_int_equal(d.batch, 2); /* all it has, below its batch size */
     assert_int_equal(d.first_unit, 0);
     assert_int_equal(d.unit_count, 16);
-    mv[1].queued = 0;
-    assert_true(p->pick(NULL, &v, &d));
+    mv[1].queued = mv[1].queued_samples = 0;
+    assert_true(p->pick(NULL, &v, &d, &wake));
     assert_int_equal(d.model, 0);
     assert_int_equal(d.batch, 4); /* capped at its batch size */
     v.n_running = 1; /* something runs: temporal waits */
-    assert_false(p->pick(NULL, &v, &d));
-    assert_null(ds_policy_find(DSTACK_POLICY_IDEAL));
+    assert_false(p->pick(NULL, &v, &d, &wake));
+    assert_int_equal(wake, 0); /* nothing to time: it waits for the batch to end */
 }
 
 static void test_hist_quantiles_within_one_32nd(void **state)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api/api_internal.h"
+#include "sim/sim.h"
 #include "util/clock.h"
 #include "util/error.h"
 
@@ -81,8 +82,8 @@ static dstack_status open_backend(dstack_ctx *ctx)
         ctx->backend = DSTACK_BACKEND_CUDA;
         return ds_exec_cuda_create(&cfg, &ctx->exec);
     case DSTACK_BACKEND_SIM:
-        return ds_fail(DSTACK_ERR_UNSUPPORTED,
-                       "the sim backend is not built yet (it comes with the simulator)");
+        ctx->backend = DSTACK_BACKEND_SIM;
+        return ds_exec_sim_create(&cfg, &ctx->exec);
     case DSTACK_BACKEND_AUTO:
         break;
     }
@@ -101,25 +102,20 @@ static dstack_status open_backend(dstack_ctx *ctx)
     return ds_exec_cpu_create(&cfg, &ctx->exec);
 }
 
-/* The D-STACK policy is the default; until it is implemented the default
- * runs temporal sharing and says so. Any other policy that is not there is
- * refused, not silently replaced. */
+/* Every policy is in the table; `ideal` needs the sim executor's ideal
+ * mode (each kernel gets exactly the SMs it can use), which no real device
+ * has. */
 static dstack_status choose_policy(dstack_ctx *ctx)
 {
     dstack_policy p = ctx->opts.policy;
     if (p == DSTACK_POLICY_IDEAL && ctx->backend != DSTACK_BACKEND_SIM)
         return ds_fail(DSTACK_ERR_UNSUPPORTED, "the ideal policy exists only on the sim backend");
     ctx->policy = ds_policy_find(p);
-    if (ctx->policy)
-        return DSTACK_OK;
-    if (p == DSTACK_POLICY_DSTACK) {
-        ctx->policy = ds_policy_find(DSTACK_POLICY_TEMPORAL);
-        size_t len = strlen(ctx->note);
-        snprintf(ctx->note + len, sizeof ctx->note - len, "%spolicy dstack not implemented yet: running temporal",
-                 len ? "; " : "");
-        return DSTACK_OK;
-    }
-    return ds_fail(DSTACK_ERR_UNSUPPORTED, "policy %d is not implemented yet", (int)p);
+    if (!ctx->policy)
+        return ds_fail(DSTACK_ERR_UNSUPPORTED, "policy %d is not implemented", (int)p);
+    if (p == DSTACK_POLICY_IDEAL)
+        ds_sim_exec_set_ideal(ctx->exec, true);
+    return DSTACK_OK;
 }
 
 DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx **out)

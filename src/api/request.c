@@ -10,6 +10,7 @@ DSTACK_API void dstack_request_init(dstack_request *r)
         return;
     memset(r, 0, sizeof *r);
     r->struct_size = sizeof *r;
+    r->n_samples = 1;
 }
 
 DSTACK_API void dstack_model_stats_init(dstack_model_stats *s)

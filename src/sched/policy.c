@@ -1,34 +1,210 @@
+/* policy.c - the policy table, dynamic batching shared by every policy, and
+ * the baselines.
+ *
+ * Dynamic batching (every policy): a model's batch is ready when its batch
+ * size is queued, or when waiting longer would make its oldest request miss
+ * its deadline: the batch must start by deadline - L(b, units), where b is
+ * what is queued now (a timer fires then: no busy loop). Without an SLO or a
+ * latency prediction there is nothing to wait for, so it starts at once.
+ * Requests that can no longer make their deadline even alone are expired by
+ * the core before they reach a policy.
+ *
+ * Baselines (the D-STACK policy is in dstack_policy.c):
+ *   temporal        one batch at a time on the whole device; among the
+ *                   models whose batch is ready, the oldest head request
+ *                   goes first (FCFS across models, which is round-robin
+ *                   under load: a model served goes to the back because its
+ *                   new head is younger). Triton/Clipper-style time sharing.
+ *   streams         every ready model starts at once on the whole device
+ *                   (no SM limits): several model instances on one GPU, the
+ *                   hardware block scheduler shares the SMs.
+ *   static_spatial  fixed disjoint partitions sized by the knees, scaled
+ *                   down in proportion when they add up to more than the
+ *                   device (each keeps at least one unit while units last),
+ *                   laid out in registration order; a model runs only on its
+ *                   own partition, no time sharing (GSLICE-style).
+ *   ideal           (sim only) every ready model starts at once; the sim
+ *                   executor in ideal mode gives each kernel exactly the SMs
+ *                   it can use, fluidly, from the whole device.
+ */
 #include "sched/policy.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 
-/* temporal: see policy.h. Ties on arrival go to the lower model index, so a
- * replayed trace schedules identically. */
-static bool temporal_pick(void *state, const ds_sched_view *v, ds_sched_decision *d)
+uint64_t ds_policy_latency(const ds_sched_model_view *m, uint32_t samples, uint32_t units)
+{
+    return m->latency ? m->latency(m->latency_arg, samples, units) : 0;
+}
+
+uint32_t ds_policy_batch_samples(const ds_sched_model_view *m)
+{
+    uint32_t b = m->queued_samples < m->batch_size ? m->queued_samples : m->batch_size;
+    return b ? b : 1;
+}
+
+bool ds_policy_batch_ready(const ds_sched_view *v, const ds_sched_model_view *m, uint32_t units,
+                           uint64_t *go_ns)
+{
+    *go_ns = 0;
+    if (m->queued == 0 || m->running)
+        return false;
+    if (m->queued_samples >= m->batch_size || m->oldest_deadline_ns == 0)
+        return true;
+    uint64_t run = ds_policy_latency(m, ds_policy_batch_samples(m), units);
+    if (run == 0)
+        return true;
+    uint64_t go = m->oldest_deadline_ns > run ? m->oldest_deadline_ns - run : 0;
+    if (v->now_ns >= go)
+        return true;
+    *go_ns = go;
+    return false;
+}
+
+static void wake_min(uint64_t *wake, uint64_t t)
+{
+    if (t && (*wake == 0 || t < *wake))
+        *wake = t;
+}
+
+/* ---- temporal ---- */
+
+static bool temporal_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake)
 {
     (void)state;
+    *wake = 0;
     if (v->n_running > 0)
         return false;
     uint32_t best = UINT32_MAX;
     for (uint32_t i = 0; i < v->n_models; i++) {
         const ds_sched_model_view *m = &v->models[i];
-        if (m->queued == 0 || m->running)
+        uint64_t go;
+        if (!ds_policy_batch_ready(v, m, v->n_units, &go)) {
+            wake_min(wake, go);
             continue;
+        }
         if (best == UINT32_MAX || m->oldest_submit_ns < v->models[best].oldest_submit_ns)
             best = i;
     }
     if (best == UINT32_MAX)
         return false;
-    const ds_sched_model_view *m = &v->models[best];
     d->model = best;
-    d->batch = m->queued < m->batch_size ? m->queued : m->batch_size;
+    d->batch = ds_policy_batch_samples(&v->models[best]);
     d->first_unit = 0;
     d->unit_count = v->n_units;
     return true;
 }
 
+/* ---- streams and ideal: everyone at once on the whole device ---- */
+
+static bool streams_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake)
+{
+    (void)state;
+    *wake = 0;
+    uint32_t best = UINT32_MAX;
+    for (uint32_t i = 0; i < v->n_models; i++) {
+        const ds_sched_model_view *m = &v->models[i];
+        uint64_t go;
+        if (!ds_policy_batch_ready(v, m, v->n_units, &go)) {
+            wake_min(wake, go);
+            continue;
+        }
+        if (best == UINT32_MAX || m->oldest_submit_ns < v->models[best].oldest_submit_ns)
+            best = i;
+    }
+    if (best == UINT32_MAX)
+        return false;
+    d->model = best;
+    d->batch = ds_policy_batch_samples(&v->models[best]);
+    d->first_unit = 0;
+    d->unit_count = v->n_units;
+    return true;
+}
+
+/* ---- static spatial ---- */
+
+/* Home partitions: knees scaled down to fit, in model order. Recomputed on
+ * every pick from the views (O(models)), so models that come and go get a
+ * fresh layout; a running batch keeps its units until it ends. */
+static void static_layout(const ds_sched_view *v, uint32_t *first, uint32_t *count)
+{
+    uint64_t want = 0;
+    for (uint32_t i = 0; i < v->n_models; i++)
+        want += v->models[i].unit_count ? v->models[i].unit_count : 1;
+    uint32_t next = 0;
+    for (uint32_t i = 0; i < v->n_models; i++) {
+        uint32_t k = v->models[i].unit_count ? v->models[i].unit_count : 1;
+        uint32_t u = want <= v->n_units ? k : (uint32_t)((uint64_t)k * v->n_units / want);
+        if (u == 0)
+            u = 1;
+        if (next + u > v->n_units)
+            u = next < v->n_units ? v->n_units - next : 0;
+        first[i] = next;
+        count[i] = u;
+        next += u;
+    }
+}
+
+typedef struct static_state {
+    uint32_t *buf;
+    uint32_t cap;
+} static_state;
+
+static void *static_create(void) { return calloc(1, sizeof(static_state)); }
+
+static void static_destroy(void *state)
+{
+    static_state *s = state;
+    if (s)
+        free(s->buf);
+    free(s);
+}
+
+static bool static_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake)
+{
+    static_state *s = state;
+    *wake = 0;
+    if (v->n_models > s->cap) {
+        uint32_t *buf = realloc(s->buf, 2 * (size_t)v->n_models * sizeof *buf);
+        if (!buf)
+            return false;
+        s->buf = buf;
+        s->cap = v->n_models;
+    }
+    uint32_t *first = s->buf, *count = s->buf + v->n_models;
+    static_layout(v, first, count);
+    bool found = false;
+    for (uint32_t i = 0; i < v->n_models && !found; i++) {
+        const ds_sched_model_view *m = &v->models[i];
+        if (count[i] == 0)
+            continue; /* more models than units: this one never runs */
+        uint64_t mask = (count[i] >= 64 ? ~0ull : ((1ull << count[i]) - 1)) << first[i];
+        uint64_t go;
+        if (!ds_policy_batch_ready(v, m, count[i], &go)) {
+            wake_min(wake, go);
+            continue;
+        }
+        if (v->units_busy & mask)
+            continue; /* a batch that ran before a relayout still holds it */
+        d->model = i;
+        d->batch = ds_policy_batch_samples(m);
+        d->first_unit = first[i];
+        d->unit_count = count[i];
+        found = true;
+    }
+    return found;
+}
+
+bool ds_dstack_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake);
+void *ds_dstack_create(void);
+void ds_dstack_destroy(void *state);
+
 static const ds_policy_ops policy_table[] = {
-    {"temporal", DSTACK_POLICY_TEMPORAL, temporal_pick},
+    {"temporal", DSTACK_POLICY_TEMPORAL, false, NULL, NULL, temporal_pick},
+    {"streams", DSTACK_POLICY_STREAMS, true, NULL, NULL, streams_pick},
+    {"static_spatial", DSTACK_POLICY_STATIC_SPATIAL, false, static_create, static_destroy, static_pick},
+    {"ideal", DSTACK_POLICY_IDEAL, true, NULL, NULL, streams_pick},
+    {"dstack", DSTACK_POLICY_DSTACK, false, ds_dstack_create, ds_dstack_destroy, ds_dstack_pick},
 };
 
 const ds_policy_ops *ds_policy_find(dstack_policy policy)

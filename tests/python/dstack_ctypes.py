@@ -60,7 +60,7 @@ class Request(C.Structure):
     _fields_ = [("struct_size", C.c_size_t), ("inputs", C.POINTER(Buffer)),
                 ("n_inputs", C.c_uint32), ("outputs", C.POINTER(Buffer)),
                 ("n_outputs", C.c_uint32), ("user_data", C.c_void_p),
-                ("deadline_ns", C.c_uint64)]
+                ("deadline_ns", C.c_uint64), ("n_samples", C.c_uint32)]
 
 
 class Completion(C.Structure):

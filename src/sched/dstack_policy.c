@@ -1,0 +1,201 @@
+/* dstack_policy.c - the D-STACK spatio-temporal policy.
+ *
+ * Each model has a knee k (partition units past which it barely speeds up,
+ * from src/knee), a batch size b (from src/batch) and a latency model
+ * L(b, u). The policy places batches of different models side by side on
+ * disjoint unit ranges, and time-shares when the knees add up to more than
+ * the device. One pick:
+ *
+ *  1. Candidates: models not running whose batch is ready (dynamic batching,
+ *     policy.h). Models not ready tell when they will be (the wake-up time).
+ *  2. Order (the fair cycle): first the *starving* models, those with work
+ *     that have not started a batch for half their SLO (oldest head first);
+ *     then least laxity first: laxity = oldest deadline - now - L(b, k), the
+ *     time the model can still wait; ties and models without an SLO by the
+ *     oldest head request.
+ *  3. Placement, for each candidate in that order: the smallest free run of
+ *     consecutive units that holds its knee (best fit keeps large runs for
+ *     large knees). If no run holds the knee, the largest free run r < k is
+ *     used when the batch still meets its oldest request's deadline there
+ *     (now + L(b, r) <= deadline): idle units go to a model that can use
+ *     them. If the candidate is the only model with queued work, it gets
+ *     the whole free run it landed in (more than its knee: nobody else
+ *     needs those units now).
+ *  4. A starving model that cannot be placed stops the pick: nothing else
+ *     may take the units it waits for (no starvation of wide models by a
+ *     stream of narrow ones). Otherwise the next candidate is tried, so no
+ *     unit idles while a batch that fits waits.
+ *
+ * Why it is fair: a model with work either runs within half its SLO or
+ * becomes starving, and starving models are served first, oldest first, and
+ * block everyone else until they are placed; so every model with work starts
+ * a batch within about SLO/2 plus one batch time of the running ones,
+ * whatever the others' demand (when the device can carry the load at all).
+ * Between starvation events, least-laxity-first gives the units to whoever's
+ * deadline is closest, which serves models in proportion to their demand
+ * (a model with more arrivals fills its batch and reaches low laxity more
+ * often): the cycle is weighted by demand.
+ *
+ * Why this and not the alternatives: a fixed round-robin cycle (the paper's
+ * description) needs the cycle length and the slots recomputed whenever
+ * rates change, and leaves units idle in slots of models with no work; a
+ * pure earliest-deadline order starves wide models behind narrow ones; a
+ * static split (static_spatial) cannot give a model more than its share
+ * when the others are idle. Least laxity with a starvation guard keeps the
+ * cycle implicit and work-conserving.
+ *
+ * Cost per pick: O(M log M) for M models (the sort of the candidates) plus
+ * O(M x U) for the runs of U <= 64 units; no allocation after the first
+ * picks (scratch arrays kept in the state).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched/policy.h"
+
+typedef struct cand {
+    uint32_t model;
+    bool starving;
+    int64_t laxity_ns;
+    uint64_t oldest_ns;
+} cand;
+
+typedef struct dstack_state {
+    cand *c;
+    uint32_t cap;
+} dstack_state;
+
+void *ds_dstack_create(void);
+void ds_dstack_destroy(void *state);
+bool ds_dstack_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake);
+
+void *ds_dstack_create(void) { return calloc(1, sizeof(dstack_state)); }
+
+void ds_dstack_destroy(void *state)
+{
+    dstack_state *s = state;
+    if (s)
+        free(s->c);
+    free(s);
+}
+
+static int cand_cmp(const void *pa, const void *pb)
+{
+    const cand *a = pa, *b = pb;
+    if (a->starving != b->starving)
+        return a->starving ? -1 : 1;
+    if (!a->starving && a->laxity_ns != b->laxity_ns)
+        return a->laxity_ns < b->laxity_ns ? -1 : 1;
+    if (a->oldest_ns != b->oldest_ns)
+        return a->oldest_ns < b->oldest_ns ? -1 : 1;
+    return a->model < b->model ? -1 : (a->model > b->model);
+}
+
+/* Free runs of the unit mask: the smallest run of at least `want` units
+ * (best fit) in *first and *len, or the largest run when none is that long.
+ * Returns false when no unit is free. */
+static bool find_run(uint64_t busy, uint32_t n_units, uint32_t want, uint32_t *first, uint32_t *len)
+{
+    uint32_t best_f = 0, best_l = 0, big_f = 0, big_l = 0;
+    for (uint32_t u = 0; u < n_units;) {
+        if (busy & (1ull << u)) {
+            u++;
+            continue;
+        }
+        uint32_t f = u;
+        while (u < n_units && !(busy & (1ull << u)))
+            u++;
+        uint32_t l = u - f;
+        if (l >= want && (best_l == 0 || l < best_l)) {
+            best_f = f;
+            best_l = l;
+        }
+        if (l > big_l) {
+            big_f = f;
+            big_l = l;
+        }
+    }
+    if (best_l) {
+        *first = best_f;
+        *len = best_l;
+        return true;
+    }
+    *first = big_f;
+    *len = big_l;
+    return big_l > 0;
+}
+
+static bool others_have_work(const ds_sched_view *v, uint32_t me)
+{
+    for (uint32_t i = 0; i < v->n_models; i++)
+        if (i != me && v->models[i].queued > 0)
+            return true;
+    return false;
+}
+
+/* Try to place candidate m; fills d on success. */
+static bool place(const ds_sched_view *v, uint32_t mi, ds_sched_decision *d)
+{
+    const ds_sched_model_view *m = &v->models[mi];
+    uint32_t k = m->unit_count ? m->unit_count : 1;
+    if (k > v->n_units)
+        k = v->n_units;
+    uint32_t b = ds_policy_batch_samples(m), first, len;
+    if (!find_run(v->units_busy, v->n_units, k, &first, &len))
+        return false;
+    uint32_t units = k;
+    if (len < k) {
+        /* a narrower share, if the batch still makes its deadline there */
+        uint64_t run = ds_policy_latency(m, b, len);
+        if (run == 0 || m->oldest_deadline_ns == 0 || v->now_ns + run > m->oldest_deadline_ns)
+            return false;
+        units = len;
+    } else if (len > k && !others_have_work(v, mi)) {
+        units = len; /* nobody else needs these units now */
+    }
+    d->model = mi;
+    d->batch = b;
+    d->first_unit = first;
+    d->unit_count = units;
+    return true;
+}
+
+bool ds_dstack_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake)
+{
+    dstack_state *s = state;
+    *wake = 0;
+    if (v->n_models > s->cap) {
+        cand *c = realloc(s->c, v->n_models * sizeof *c);
+        if (!c)
+            return false;
+        s->c = c;
+        s->cap = v->n_models;
+    }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < v->n_models; i++) {
+        const ds_sched_model_view *m = &v->models[i];
+        uint32_t k = m->unit_count ? m->unit_count : 1;
+        uint64_t go;
+        if (!ds_policy_batch_ready(v, m, k, &go)) {
+            if (go && (*wake == 0 || go < *wake))
+                *wake = go;
+            continue;
+        }
+        cand *c = &s->c[n++];
+        c->model = i;
+        c->oldest_ns = m->oldest_submit_ns;
+        c->starving = m->slo_ns && v->now_ns - m->ps->last_start_ns > m->slo_ns / 2 &&
+                      v->now_ns - m->oldest_submit_ns > m->slo_ns / 2;
+        uint64_t run = ds_policy_latency(m, ds_policy_batch_samples(m), k);
+        c->laxity_ns = m->oldest_deadline_ns ? (int64_t)(m->oldest_deadline_ns - v->now_ns) - (int64_t)run
+                                             : INT64_MAX;
+    }
+    qsort(s->c, n, sizeof *s->c, cand_cmp);
+    for (uint32_t i = 0; i < n; i++) {
+        if (place(v, s->c[i].model, d))
+            return true;
+        if (s->c[i].starving)
+            return false; /* it waits for units: nobody takes them first */
+    }
+    return false;
+}
