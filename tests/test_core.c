@@ -1,0 +1,639 @@
+/* test_core.c - the scheduler core and the discrete-event driver, driven by
+ * hand-made event sequences in virtual time.
+ *
+ * A fake executor runs each batch for base_ns + per_sample_ns x samples of
+ * virtual time and records what it was given, so a test can check when
+ * batches started, on which units, and that partitions never overlapped. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sched/core.h"
+#include "sched/des.h"
+#include "sched/policy.h"
+
+/* ---- a fake executor in virtual time ---- */
+
+#define MAXRUN 64
+typedef struct vrun {
+    uint64_t start, end;
+    uint32_t first, count, batch;
+    ds_exec_done_fn done;
+    void *arg;
+    bool live;
+} vrun;
+
+typedef struct vexec {
+    ds_executor base;
+    const ds_clock *clock;
+    uint64_t base_ns, per_sample_ns;
+    vrun runs[MAXRUN];
+    uint32_t n_live;
+    uint32_t n_runs_total;
+    uint64_t log_start[4096];
+    uint32_t log_first[4096], log_count[4096], log_batch[4096];
+    bool overlap_seen;
+} vexec;
+
+static dstack_status v_run(ds_executor *ex, ds_exec_plan *plan, const ds_exec_batch *b, const ds_partition *part,
+                           ds_exec_done_fn done, void *arg)
+{
+    vexec *v = (vexec *)ex;
+    (void)plan;
+    uint64_t now = ds_clock_now_ns(v->clock);
+    for (int i = 0; i < MAXRUN; i++) {
+        vrun *r = &v->runs[i];
+        if (r->live && part->first_unit < r->first + r->count && r->first < part->first_unit + part->unit_count)
+            v->overlap_seen = true;
+    }
+    for (int i = 0; i < MAXRUN; i++) {
+        vrun *r = &v->runs[i];
+        if (r->live)
+            continue;
+        *r = (vrun){now, now + v->base_ns + v->per_sample_ns * b->batch, part->first_unit, part->unit_count,
+                    b->batch, done, arg, true};
+        v->n_live++;
+        uint32_t k = v->n_runs_total++ % 4096;
+        v->log_start[k] = now;
+        v->log_first[k] = part->first_unit;
+        v->log_count[k] = part->unit_count;
+        v->log_batch[k] = b->batch;
+        return DSTACK_OK;
+    }
+    return DSTACK_ERR_DEVICE;
+}
+
+static dstack_status v_part(ds_executor *ex, uint32_t first, uint32_t count, ds_partition *out)
+{
+    (void)ex;
+    *out = (ds_partition){first, count, count, NULL};
+    return DSTACK_OK;
+}
+
+static const ds_executor_ops v_ops = {"vfake", NULL, NULL, v_run, v_part, NULL, NULL, NULL};
+
+static void v_set_virtual(ds_executor *ex, const ds_clock *clock) { ((vexec *)ex)->clock = clock; }
+
+static uint64_t v_next(ds_executor *ex)
+{
+    vexec *v = (vexec *)ex;
+    uint64_t t = UINT64_MAX;
+    for (int i = 0; i < MAXRUN; i++)
+        if (v->runs[i].live && v->runs[i].end < t)
+            t = v->runs[i].end;
+    return t;
+}
+
+static void v_advance(ds_executor *ex, uint64_t t)
+{
+    vexec *v = (vexec *)ex;
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i < MAXRUN; i++)
+            if (v->runs[i].live && v->runs[i].end <= t && (best < 0 || v->runs[i].end < v->runs[best].end))
+                best = i;
+        if (best < 0)
+            return;
+        v->runs[best].live = false;
+        v->n_live--;
+        v->runs[best].done(v->runs[best].arg, DSTACK_OK);
+    }
+}
+
+static const ds_des_exec_ops v_des_ops = {v_set_virtual, v_next, v_advance};
+
+static vexec *vexec_new(uint32_t n_units, uint64_t base_ns, uint64_t per_sample_ns)
+{
+    vexec *v = calloc(1, sizeof *v);
+    v->base.ops = &v_ops;
+    v->base.device.n_units = n_units;
+    v->base.device.unit_sms = 8;
+    v->base.device.sm_count = 8 * n_units;
+    v->base_ns = base_ns;
+    v->per_sample_ns = per_sample_ns;
+    return v;
+}
+
+static ds_sched_model_config model_cfg(uint32_t batch, uint32_t units, uint64_t slo_ns)
+{
+    ds_sched_model_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.n_inputs = 1;
+    mc.n_outputs = 1;
+    mc.input_bytes[0] = 4;
+    mc.output_bytes[0] = 8;
+    mc.batch_size = batch;
+    mc.max_batch = batch > 8 ? batch : 8;
+    mc.unit_count = units;
+    mc.slo_ns = slo_ns;
+    return mc;
+}
+
+typedef struct collected {
+    dstack_completion c[8192];
+    uint32_t model[8192];
+    size_t n;
+} collected;
+
+static void collect(void *arg, uint32_t model, const dstack_completion *c, uint32_t samples)
+{
+    (void)samples;
+    collected *k = arg;
+    if (k->n < 8192) {
+        k->model[k->n] = model;
+        k->c[k->n++] = *c;
+    }
+}
+
+/* ---- a policy that asks for a timer ---- */
+
+static uint64_t timer_at;
+static uint64_t pick_times[64];
+static int n_picks;
+
+static bool timer_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake)
+{
+    (void)state;
+    if (n_picks < 64)
+        pick_times[n_picks++] = v->now_ns;
+    *wake = 0;
+    if (v->models[0].queued == 0 || v->n_running)
+        return false;
+    if (v->now_ns < timer_at) {
+        *wake = timer_at;
+        return false;
+    }
+    *d = (ds_sched_decision){0, 1, 0, 1};
+    return true;
+}
+
+static bool never_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake)
+{
+    (void)state;
+    (void)v;
+    (void)d;
+    *wake = 0;
+    return false;
+}
+
+static void test_timer_wakes_the_policy_at_exactly_the_time_it_asked(void **state)
+{
+    (void)state;
+    ds_policy_ops pol = {"timer", DSTACK_POLICY_TEMPORAL, false, NULL, NULL, timer_pick};
+    vexec *v = vexec_new(4, 1000, 0);
+    ds_des_config cfg = {&pol, &v->base, &v_des_ops, 64};
+    ds_des *d;
+    assert_int_equal(ds_des_create(&cfg, &d), DSTACK_OK);
+    ds_sched_model_config mc = model_cfg(1, 1, 0);
+    assert_int_equal(ds_des_add_model(d, &mc), DSTACK_OK);
+    timer_at = 5000123;
+    n_picks = 0;
+    ds_des_arrival a = {100, 0, 1};
+    static collected k;
+    k.n = 0;
+    assert_int_equal(ds_des_run(d, &a, 1, 0, collect, &k), DSTACK_OK);
+    assert_int_equal(k.n, 1);
+    assert_int_equal(k.c[0].status, DSTACK_OK);
+    assert_int_equal(k.c[0].start_ns, timer_at); /* not a ns early or late */
+    assert_int_equal(k.c[0].end_ns, timer_at + 1000);
+    /* asked at the arrival, then exactly at the timer: no polling between */
+    assert_true(n_picks >= 2);
+    assert_int_equal(pick_times[0], 100);
+    assert_int_equal(pick_times[1], timer_at);
+    ds_des_destroy(d);
+    free(v);
+}
+
+static void test_request_expires_at_its_deadline_with_nothing_else_happening(void **state)
+{
+    (void)state;
+    ds_policy_ops pol = {"never", DSTACK_POLICY_TEMPORAL, false, NULL, NULL, never_pick};
+    vexec *v = vexec_new(4, 1000, 0);
+    ds_des_config cfg = {&pol, &v->base, &v_des_ops, 64};
+    ds_des *d;
+    assert_int_equal(ds_des_create(&cfg, &d), DSTACK_OK);
+    ds_sched_model_config mc = model_cfg(1, 1, 10000000); /* 10 ms SLO */
+    assert_int_equal(ds_des_add_model(d, &mc), DSTACK_OK);
+    ds_des_arrival a[2] = {{1000, 0, 1}, {2000, 0, 1}};
+    static collected k;
+    k.n = 0;
+    assert_int_equal(ds_des_run(d, a, 2, 0, collect, &k), DSTACK_OK);
+    assert_int_equal(k.n, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(k.c[i].status, DSTACK_ERR_DEADLINE_MISSED);
+        assert_int_equal(k.c[i].deadline_ns, a[i].t_ns + 10000000);
+        assert_int_equal(k.c[i].end_ns, k.c[i].deadline_ns + 1); /* the first ns past it */
+        assert_int_equal(k.c[i].batch_size, 0);
+    }
+    dstack_model_stats st;
+    assert_int_equal(ds_des_stats(d, 0, &st), DSTACK_OK);
+    assert_int_equal(st.deadline_missed, 2);
+    ds_des_destroy(d);
+    free(v);
+}
+
+/* ---- the core by hand ---- */
+
+typedef struct sink {
+    dstack_completion c[64];
+    uint32_t samples[64];
+    int n;
+} sink;
+
+static void sink_emit(void *arg, const dstack_completion *c, uint32_t samples)
+{
+    sink *k = arg;
+    if (k->n < 64) {
+        k->samples[k->n] = samples;
+        k->c[k->n++] = *c;
+    }
+}
+
+static dstack_request req_of(dstack_buffer *in, dstack_buffer *out, uint32_t samples)
+{
+    dstack_request r;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    r.inputs = in;
+    r.n_inputs = 1;
+    r.outputs = out;
+    r.n_outputs = 1;
+    r.n_samples = samples;
+    return r;
+}
+
+static void test_remove_and_shutdown_with_batches_in_flight(void **state)
+{
+    (void)state;
+    static sink k;
+    k.n = 0;
+    ds_core *c;
+    ds_core_config cc = {ds_policy_find(DSTACK_POLICY_TEMPORAL), 4, sink_emit, &k};
+    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    ds_sched_model_config mc = model_cfg(2, 4, 0);
+    int owner_a, owner_b;
+    mc.owner = &owner_a;
+    dstack_model *a, *b;
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &a), DSTACK_OK);
+    mc.owner = &owner_b;
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &b), DSTACK_OK);
+    float in[8] = {0}, out[16];
+    dstack_buffer bi = {in, 4}, bo = {out, 8};
+    dstack_request r = req_of(&bi, &bo, 1);
+    dstack_ticket t;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(ds_core_submit(c, a, &r, 10, &t), DSTACK_OK);
+    ds_core_start s[4];
+    uint64_t wake;
+    assert_int_equal(ds_core_step(c, 20, s, 4, &wake), 1); /* temporal: one batch */
+    assert_int_equal(s[0].batch.batch, 2);
+    assert_ptr_equal(s[0].model, a);
+    /* remove a while its batch runs: its 3 queued are cancelled at once */
+    bool running = false;
+    assert_int_equal(ds_core_remove_model(c, a, 30, &running), DSTACK_OK);
+    assert_true(running);
+    assert_int_equal(k.n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(k.c[i].status, DSTACK_ERR_CANCELLED);
+    assert_null(ds_core_free_model(c, a)); /* not while it runs */
+    assert_int_equal(ds_core_submit(c, a, &r, 31, &t), DSTACK_ERR_SHUTTING_DOWN);
+    ds_core_batch_done(c, a, DSTACK_OK, 40);
+    assert_int_equal(k.n, 5);
+    assert_int_equal(k.c[3].status, DSTACK_OK);
+    assert_int_equal(k.c[3].batch_size, 2);
+    assert_ptr_equal(ds_core_free_model(c, a), &owner_a);
+    /* the stale handle no longer resolves, and costs nothing */
+    assert_int_equal(ds_core_submit(c, a, &r, 41, &t), DSTACK_ERR_NOT_FOUND);
+    void *o;
+    assert_int_equal(ds_core_model_owner(c, a, &o), DSTACK_ERR_NOT_FOUND);
+    ds_core_polled(c, a, 1); /* ignored */
+    /* shutdown with b's batch in flight: queued cancelled, running finishes */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ds_core_submit(c, b, &r, 50, &t), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 60, s, 4, &wake), 1);
+    ds_core_shutdown(c, 70);
+    assert_int_equal(k.n, 6);
+    assert_int_equal(k.c[5].status, DSTACK_ERR_CANCELLED);
+    assert_int_equal(ds_core_step(c, 80, s, 4, &wake), 0);
+    ds_core_batch_done(c, b, DSTACK_OK, 90);
+    assert_int_equal(k.n, 8);
+    assert_int_equal(k.c[6].status, DSTACK_OK);
+    assert_int_equal(k.c[7].status, DSTACK_OK);
+    ds_core_destroy(c);
+}
+
+static void test_requests_of_several_samples_are_never_split(void **state)
+{
+    (void)state;
+    static sink k;
+    k.n = 0;
+    ds_core *c;
+    ds_core_config cc = {ds_policy_find(DSTACK_POLICY_TEMPORAL), 4, sink_emit, &k};
+    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    ds_sched_model_config mc = model_cfg(4, 4, 0);
+    mc.max_batch = 4;
+    dstack_model *m;
+    assert_int_equal(ds_core_add_model(c, &mc, 8, 0, &m), DSTACK_OK);
+    float in[8], out[16];
+    for (int i = 0; i < 8; i++)
+        in[i] = (float)i;
+    dstack_buffer bi3 = {in, 12}, bo3 = {out, 24}, bi2 = {in + 3, 8}, bo2 = {out + 6, 16};
+    dstack_request r3 = req_of(&bi3, &bo3, 3), r2 = req_of(&bi2, &bo2, 2);
+    dstack_ticket t;
+    assert_int_equal(ds_core_submit(c, m, &r3, 0, &t), DSTACK_OK);
+    assert_int_equal(ds_core_submit(c, m, &r2, 0, &t), DSTACK_OK);
+    /* capacity counts samples: 5 of 8 taken, a 4-sample request does not fit */
+    dstack_buffer bi4 = {in, 16}, bo4 = {out, 32};
+    dstack_request r4 = req_of(&bi4, &bo4, 4);
+    assert_int_equal(ds_core_submit(c, m, &r4, 0, &t), DSTACK_ERR_QUEUE_FULL);
+    /* wrong sizes for the sample count, and more samples than max_batch */
+    r3.n_samples = 2;
+    assert_int_equal(ds_core_submit(c, m, &r3, 0, &t), DSTACK_ERR_SIZE_MISMATCH);
+    r4.n_samples = 5;
+    assert_int_equal(ds_core_submit(c, m, &r4, 0, &t), DSTACK_ERR_INVALID_ARGUMENT);
+    ds_core_start s[2];
+    uint64_t wake;
+    /* batch 4: the 3-sample request goes alone, the 2-sample one waits */
+    assert_int_equal(ds_core_step(c, 1, s, 2, &wake), 1);
+    assert_int_equal(s[0].batch.batch, 3);
+    for (uint32_t i = 0; i < 3; i++) {
+        assert_ptr_equal(s[0].batch.inputs[i], &in[i]);
+        assert_ptr_equal(s[0].batch.outputs[i], &out[2 * i]);
+    }
+    ds_core_batch_done(c, m, DSTACK_OK, 5);
+    assert_int_equal(k.n, 1);
+    assert_int_equal(k.samples[0], 3);
+    assert_int_equal(k.c[0].batch_size, 3);
+    assert_int_equal(ds_core_step(c, 6, s, 2, &wake), 1);
+    assert_int_equal(s[0].batch.batch, 2);
+    assert_ptr_equal(s[0].batch.inputs[1], &in[4]);
+    ds_core_batch_done(c, m, DSTACK_OK, 9);
+    ds_core_polled(c, m, 3);
+    ds_core_polled(c, m, 2);
+    assert_int_equal(ds_core_submit(c, m, &r4, 10, &t), DSTACK_ERR_INVALID_ARGUMENT); /* still 5 > 4 */
+    r4.n_samples = 4;
+    assert_int_equal(ds_core_submit(c, m, &r4, 10, &t), DSTACK_OK);
+    ds_core_destroy(c);
+}
+
+static void test_models_that_come_and_go_leave_nothing_behind(void **state)
+{
+    (void)state;
+    static sink k;
+    ds_core *c;
+    ds_core_config cc = {ds_policy_find(DSTACK_POLICY_TEMPORAL), 4, sink_emit, &k};
+    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    ds_sched_model_config mc = model_cfg(1, 1, 0);
+    dstack_model *live, *first = NULL, *m = NULL;
+    assert_int_equal(ds_core_add_model(c, &mc, 4, 0, &live), DSTACK_OK);
+    for (int i = 0; i < 20000; i++) {
+        assert_int_equal(ds_core_add_model(c, &mc, 4, 0, &m), DSTACK_OK);
+        if (!first)
+            first = m;
+        bool running;
+        assert_int_equal(ds_core_remove_model(c, m, 0, &running), DSTACK_OK);
+        ds_core_free_model(c, m);
+    }
+    assert_int_equal(ds_core_model_count(c), 1);
+    void *o;
+    assert_int_equal(ds_core_model_owner(c, first, &o), DSTACK_ERR_NOT_FOUND);
+    assert_int_equal(ds_core_model_owner(c, m, &o), DSTACK_ERR_NOT_FOUND);
+    assert_int_equal(ds_core_model_owner(c, live, &o), DSTACK_OK);
+    /* the slot was reused each time: the same slot, a new generation */
+    assert_int_equal((uint32_t)(uintptr_t)first, (uint32_t)(uintptr_t)m);
+    assert_true(first != m);
+    ds_core_destroy(c);
+}
+
+/* Drain `queued` one-sample requests through temporal at batch 1 and
+ * return the ns of CPU per request (submit excluded). */
+static double drain_cost_ns(uint32_t queued)
+{
+    static sink k;
+    ds_core *c;
+    ds_core_config cc = {ds_policy_find(DSTACK_POLICY_TEMPORAL), 4, sink_emit, &k};
+    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    ds_sched_model_config mc = model_cfg(1, 1, 1000000000000ull);
+    dstack_model *m;
+    assert_int_equal(ds_core_add_model(c, &mc, queued, 0, &m), DSTACK_OK);
+    float in = 0, out[2];
+    dstack_buffer bi = {&in, 4}, bo = {out, 8};
+    dstack_request r = req_of(&bi, &bo, 1);
+    dstack_ticket t;
+    for (uint32_t i = 0; i < queued; i++)
+        assert_int_equal(ds_core_submit(c, m, &r, i, &t), DSTACK_OK);
+    const uint32_t n = 4096;
+    struct timespec a, b;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
+    for (uint32_t i = 0; i < n; i++) {
+        ds_core_start s[1];
+        uint64_t wake;
+        k.n = 0;
+        assert_int_equal(ds_core_step(c, queued + i, s, 1, &wake), 1);
+        ds_core_batch_done(c, m, DSTACK_OK, queued + i);
+        ds_core_polled(c, m, 1);
+    }
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);
+    ds_core_destroy(c);
+    return ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / n;
+}
+
+static void test_decision_cost_does_not_grow_with_queue_length(void **state)
+{
+    (void)state;
+    double small = 1e30, big = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double s = drain_cost_ns(16384), b = drain_cost_ns(1u << 20);
+        small = s < small ? s : small;
+        big = b < big ? b : big;
+    }
+    print_message("drain cost per request: %.0f ns at 16k queued, %.0f ns at 1M queued\n", small, big);
+    /* a scan of the queue would make 1M 64x dearer than 16k */
+    assert_true(big < 4.0 * small + 2000.0);
+}
+
+/* ---- policies on hand-made views ---- */
+
+static uint64_t lat_table(const void *arg, uint32_t samples, uint32_t units)
+{
+    (void)arg;
+    return 1000000ull * samples * 8 / (units < 8 ? units : 8); /* 1 ms per sample at >= 8 units */
+}
+
+static void test_dynamic_batching_waits_for_the_batch_until_the_deadline_forces_it(void **state)
+{
+    (void)state;
+    ds_policy_mstate ps = {0};
+    ds_sched_model_view m = {.queued = 2, .queued_samples = 2, .oldest_submit_ns = 0,
+                             .oldest_deadline_ns = 25000000, .batch_size = 8, .max_batch = 8,
+                             .unit_count = 8, .slo_ns = 25000000, .latency = lat_table, .ps = &ps};
+    ds_sched_view v = {1000, 1, &m, 8, 0, 0};
+    uint64_t go;
+    assert_false(ds_policy_batch_ready(&v, &m, 8, &go));
+    assert_int_equal(go, 25000000 - 2000000); /* deadline - L(2 samples) */
+    v.now_ns = go;
+    assert_true(ds_policy_batch_ready(&v, &m, 8, &go));
+    m.queued_samples = 8;
+    v.now_ns = 1000;
+    assert_true(ds_policy_batch_ready(&v, &m, 8, &go)); /* full batch: at once */
+    m.latency = NULL;
+    m.queued_samples = 2;
+    assert_true(ds_policy_batch_ready(&v, &m, 8, &go)); /* nothing predicted: at once */
+}
+
+static void test_dstack_places_side_by_side_and_gives_idle_units_away(void **state)
+{
+    (void)state;
+    const ds_policy_ops *p = ds_policy_find(DSTACK_POLICY_DSTACK);
+    assert_non_null(p);
+    void *st = p->create();
+    ds_policy_mstate ps[3] = {{0}};
+    ds_sched_model_view mv[3];
+    for (int i = 0; i < 3; i++)
+        mv[i] = (ds_sched_model_view){.id = (uint64_t)i + 1, .queued = 8, .queued_samples = 8, .head_samples = 1,
+                                      .oldest_submit_ns = 100 + (uint64_t)i, .oldest_deadline_ns = 50000000,
+                                      .batch_size = 8, .max_batch = 8, .unit_count = 6, .slo_ns = 50000000,
+                                      .latency = lat_table, .ps = &ps[i]};
+    ds_sched_view v = {1000, 3, mv, 15, 0, 0};
+    ds_sched_decision d;
+    uint64_t wake;
+    uint64_t busy = 0;
+    /* two knees of 6 fit side by side in 15 units, disjoint */
+    for (int k = 0; k < 2; k++) {
+        v.units_busy = busy;
+        assert_true(p->pick(st, &v, &d, &wake));
+        assert_int_equal(d.unit_count, 6);
+        uint64_t mask = ((1ull << d.unit_count) - 1) << d.first_unit;
+        assert_int_equal(busy & mask, 0);
+        busy |= mask;
+        mv[d.model].running = true;
+        mv[d.model].queued = mv[d.model].queued_samples = 0;
+    }
+    /* the third does not fit at its knee; 3 units are left: it takes them
+     * only because its batch still meets its deadline there */
+    v.units_busy = busy;
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.unit_count, 3);
+    assert_int_equal(busy & (((1ull << 3) - 1) << d.first_unit), 0);
+    /* with a deadline it cannot meet on 3 units, it waits instead */
+    for (int i = 0; i < 3; i++)
+        if (!mv[i].running)
+            mv[i].oldest_deadline_ns = 1000 + 10000000; /* 10 ms: needs 21 ms on 3 units */
+    assert_false(p->pick(st, &v, &d, &wake));
+    p->destroy(st);
+}
+
+static void test_dstack_serves_a_starving_wide_model_before_narrow_ones(void **state)
+{
+    (void)state;
+    const ds_policy_ops *p = ds_policy_find(DSTACK_POLICY_DSTACK);
+    void *st = p->create();
+    ds_policy_mstate ps[2] = {{0}};
+    /* model 0: wide (knee 12), waiting 30 ms of a 50 ms SLO: starving;
+     * model 1: narrow (knee 2), laxer; 4 units free only */
+    ds_sched_model_view mv[2] = {
+        {.id = 1, .queued = 1, .queued_samples = 8, .oldest_submit_ns = 0, .oldest_deadline_ns = 50000000,
+         .batch_size = 8, .max_batch = 8, .unit_count = 12, .slo_ns = 50000000, .latency = lat_table, .ps = &ps[0]},
+        {.id = 2, .queued = 8, .queued_samples = 8, .oldest_submit_ns = 29000000, .oldest_deadline_ns = 79000000,
+         .batch_size = 8, .max_batch = 8, .unit_count = 2, .slo_ns = 50000000, .latency = lat_table, .ps = &ps[1]},
+    };
+    ds_sched_view v = {30000000, 2, mv, 15, (1ull << 11) - 1, 1};
+    ds_sched_decision d;
+    uint64_t wake;
+    /* the wide one cannot be placed (4 free, and L(8, 4) = 16 ms would fit
+     * its deadline: it takes the 4 units rather than wait) */
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.model, 0);
+    /* when even a narrow share would miss, the narrow model may not jump it */
+    mv[0].oldest_deadline_ns = 40000000;
+    assert_false(p->pick(st, &v, &d, &wake));
+    p->destroy(st);
+}
+
+static void test_static_spatial_scales_knees_down_to_fit(void **state)
+{
+    (void)state;
+    const ds_policy_ops *p = ds_policy_find(DSTACK_POLICY_STATIC_SPATIAL);
+    void *st = p->create();
+    ds_policy_mstate ps[2] = {{0}};
+    ds_sched_model_view mv[2] = {
+        {.queued = 1, .queued_samples = 1, .batch_size = 1, .max_batch = 1, .unit_count = 10, .ps = &ps[0]},
+        {.queued = 1, .queued_samples = 1, .batch_size = 1, .max_batch = 1, .unit_count = 10, .ps = &ps[1]},
+    };
+    ds_sched_view v = {0, 2, mv, 15, 0, 0};
+    ds_sched_decision d;
+    uint64_t wake;
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.model, 0);
+    assert_int_equal(d.first_unit, 0);
+    assert_int_equal(d.unit_count, 7); /* 10 x 15 / 20 */
+    mv[0].running = true;
+    v.units_busy = (1ull << 7) - 1;
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.model, 1);
+    assert_int_equal(d.first_unit, 7);
+    assert_int_equal(d.unit_count, 7);
+    p->destroy(st);
+}
+
+/* In virtual time through the DES: partitions never overlap, every model
+ * is served, and D-STACK runs batches side by side. */
+static void test_dstack_in_virtual_time_never_overlaps_and_serves_everyone(void **state)
+{
+    (void)state;
+    vexec *v = vexec_new(15, 2000000, 500000);
+    ds_des_config cfg = {ds_policy_find(DSTACK_POLICY_DSTACK), &v->base, &v_des_ops, 256};
+    ds_des *d;
+    assert_int_equal(ds_des_create(&cfg, &d), DSTACK_OK);
+    uint32_t knees[4] = {7, 4, 9, 2};
+    for (int i = 0; i < 4; i++) {
+        ds_sched_model_config mc = model_cfg(4, knees[i], 50000000);
+        mc.latency = lat_table;
+        assert_int_equal(ds_des_add_model(d, &mc), DSTACK_OK);
+    }
+    enum { N = 2000 };
+    static ds_des_arrival tr[N];
+    uint64_t seed = 42;
+    for (int i = 0; i < N; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        tr[i] = (ds_des_arrival){(uint64_t)i * 500000, (uint32_t)(seed >> 33) % 4, 1};
+    }
+    static collected k;
+    k.n = 0;
+    assert_int_equal(ds_des_run(d, tr, N, 0, collect, &k), DSTACK_OK);
+    assert_int_equal(k.n, N);
+    assert_false(v->overlap_seen);
+    uint32_t ok[4] = {0};
+    for (size_t i = 0; i < k.n; i++)
+        ok[k.model[i]] += k.c[i].status == DSTACK_OK;
+    for (int m = 0; m < 4; m++)
+        assert_true(ok[m] > 0);
+    ds_core_totals t;
+    ds_des_totals(d, &t);
+    assert_true(t.batches > 0);
+    ds_des_destroy(d);
+    free(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_timer_wakes_the_policy_at_exactly_the_time_it_asked),
+        cmocka_unit_test(test_request_expires_at_its_deadline_with_nothing_else_happening),
+        cmocka_unit_test(test_remove_and_shutdown_with_batches_in_flight),
+        cmocka_unit_test(test_requests_of_several_samples_are_never_split),
+        cmocka_unit_test(test_models_that_come_and_go_leave_nothing_behind),
+        cmocka_unit_test(test_decision_cost_does_not_grow_with_queue_length),
+        cmocka_unit_test(test_dynamic_batching_waits_for_the_batch_until_the_deadline_forces_it),
+        cmocka_unit_test(test_dstack_places_side_by_side_and_gives_idle_units_away),
+        cmocka_unit_test(test_dstack_serves_a_starving_wide_model_before_narrow_ones),
+        cmocka_unit_test(test_static_spatial_scales_knees_down_to_fit),
+        cmocka_unit_test(test_dstack_in_virtual_time_never_overlaps_and_serves_everyone),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
