@@ -75,7 +75,7 @@ static dstack_status v_part(ds_executor *ex, uint32_t first, uint32_t count, ds_
     return DSTACK_OK;
 }
 
-static const ds_executor_ops v_ops = {"vfake", NULL, NULL, v_run, v_part, NULL, NULL, NULL};
+static const ds_executor_ops v_ops = {"vfake", NULL, NULL, v_run, v_part, NULL, NULL, NULL, NULL};
 
 static void v_set_virtual(ds_executor *ex, const ds_clock *clock) { ((vexec *)ex)->clock = clock; }
 
@@ -265,6 +265,44 @@ static dstack_request req_of(dstack_buffer *in, dstack_buffer *out, uint32_t sam
     r.n_outputs = 1;
     r.n_samples = samples;
     return r;
+}
+
+static void test_explicit_deadlines_out_of_order_each_expire_on_time(void **state)
+{
+    (void)state;
+    ds_policy_ops pol = {"never", DSTACK_POLICY_TEMPORAL, false, NULL, NULL, never_pick};
+    ds_sched_model_config mc = model_cfg(1, 1, 100000000); /* 100 ms SLO */
+    /* by hand on the core: A due at 100 ms, B (later, explicit) at 50 ms,
+     * C at 70 ms: each expires at its own deadline, in deadline order */
+    static sink s;
+    s.n = 0;
+    ds_core *c;
+    ds_core_config cc = {&pol, 4, sink_emit, &s};
+    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    dstack_model *m;
+    assert_int_equal(ds_core_add_model(c, &mc, 8, 0, &m), DSTACK_OK);
+    float in = 0, out[2];
+    dstack_buffer bi = {&in, 4}, bo = {out, 8};
+    dstack_request r = req_of(&bi, &bo, 1);
+    dstack_ticket t;
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &t), DSTACK_OK);
+    r.deadline_ns = 50000000;
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &t), DSTACK_OK);
+    r.deadline_ns = 70000000;
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &t), DSTACK_OK);
+    uint64_t expect[3] = {50000000, 70000000, 100000000}, now = 1, wake;
+    ds_core_start st[1];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ds_core_step(c, now, st, 1, &wake), 0);
+        assert_int_equal(wake, expect[i] + 1);
+        now = wake;
+        assert_int_equal(ds_core_step(c, now, st, 1, &wake), 0);
+        assert_int_equal(s.n, i + 1);
+        assert_int_equal(s.c[i].status, DSTACK_ERR_DEADLINE_MISSED);
+        assert_int_equal(s.c[i].deadline_ns, expect[i]);
+    }
+    assert_int_equal(wake, UINT64_MAX);
+    ds_core_destroy(c);
 }
 
 static void test_remove_and_shutdown_with_batches_in_flight(void **state)
@@ -625,6 +663,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timer_wakes_the_policy_at_exactly_the_time_it_asked),
         cmocka_unit_test(test_request_expires_at_its_deadline_with_nothing_else_happening),
+        cmocka_unit_test(test_explicit_deadlines_out_of_order_each_expire_on_time),
         cmocka_unit_test(test_remove_and_shutdown_with_batches_in_flight),
         cmocka_unit_test(test_requests_of_several_samples_are_never_split),
         cmocka_unit_test(test_models_that_come_and_go_leave_nothing_behind),

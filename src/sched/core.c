@@ -14,6 +14,7 @@ typedef struct ds_req {
     void *user_data;
     uint64_t submit_ns;
     uint64_t deadline_ns;
+    uint64_t seq;
     uint32_t samples;
     bool dead; /* completed while queued (expired): skipped at the head */
 } ds_req;
@@ -23,6 +24,7 @@ typedef struct model_counters {
     uint64_t completed_ok, deadline_missed, cancelled, failed, slo_met;
     uint64_t batches, batched_samples;
     uint64_t unit_ns;
+    uint64_t starts, gap_ns_sum, gaps; /* between consecutive batch starts */
     ds_hist latency_us;
 } model_counters;
 
@@ -45,10 +47,11 @@ struct dstack_model {
     uint64_t head_seq, tail_seq; /* [head, tail) in the ring, dead ones included */
     uint32_t live;               /* live requests queued */
     uint32_t live_samples;
-    /* monotonic deque of sequence numbers with increasing effective
-     * deadline: its front is the queue's earliest deadline */
-    uint64_t *dq;
-    uint32_t dq_head, dq_count;
+    /* indexed min-heap of ring slots by (expiry, seq): its top is the
+     * queue's earliest deadline; a request leaves it when it is batched,
+     * expired or cancelled (hpos[slot] = NO_POS when not in it) */
+    uint32_t *heap, *hpos;
+    uint32_t hn;
     uint32_t outstanding;        /* samples queued + running + unpolled */
     uint64_t min_run_ns;         /* fastest predicted run: a batch of 1 */
     /* the one batch of this model that may be running */
@@ -130,41 +133,91 @@ static ds_req *req_at(const dstack_model *m, uint64_t seq, void ***ptrs)
     return &m->ring[slot];
 }
 
-static void dq_push(dstack_model *m, uint64_t seq)
+#define NO_POS UINT32_MAX
+
+static bool heap_less(const dstack_model *m, uint32_t sa, uint32_t sb)
 {
-    uint64_t e = expiry_ns(m, req_at(m, seq, NULL));
-    while (m->dq_count > 0) {
-        uint64_t back = m->dq[(m->dq_head + m->dq_count - 1) % m->cap];
-        if (expiry_ns(m, req_at(m, back, NULL)) < e)
+    const ds_req *a = &m->ring[sa], *b = &m->ring[sb];
+    uint64_t ea = expiry_ns(m, a), eb = expiry_ns(m, b);
+    return ea != eb ? ea < eb : a->seq < b->seq;
+}
+
+static void heap_set(dstack_model *m, uint32_t i, uint32_t slot)
+{
+    m->heap[i] = slot;
+    m->hpos[slot] = i;
+}
+
+static void heap_up(dstack_model *m, uint32_t i)
+{
+    uint32_t slot = m->heap[i];
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (!heap_less(m, slot, m->heap[p]))
             break;
-        m->dq_count--;
+        heap_set(m, i, m->heap[p]);
+        i = p;
     }
-    m->dq[(m->dq_head + m->dq_count) % m->cap] = seq;
-    m->dq_count++;
+    heap_set(m, i, slot);
 }
 
-/* Drop deque entries for requests no longer queued (popped at the head). */
-static void dq_trim(dstack_model *m)
+static void heap_down(dstack_model *m, uint32_t i)
 {
-    while (m->dq_count > 0) {
-        uint64_t seq = m->dq[m->dq_head];
-        if (seq >= m->head_seq && !req_at(m, seq, NULL)->dead)
-            return;
-        m->dq_head = (m->dq_head + 1) % m->cap;
-        m->dq_count--;
+    uint32_t slot = m->heap[i];
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= m->hn)
+            break;
+        if (c + 1 < m->hn && heap_less(m, m->heap[c + 1], m->heap[c]))
+            c++;
+        if (!heap_less(m, m->heap[c], slot))
+            break;
+        heap_set(m, i, m->heap[c]);
+        i = c;
     }
+    heap_set(m, i, slot);
 }
 
-static uint64_t earliest_expiry(dstack_model *m)
+static void heap_push(dstack_model *m, uint32_t slot)
 {
-    dq_trim(m);
-    return m->dq_count ? expiry_ns(m, req_at(m, m->dq[m->dq_head], NULL)) : UINT64_MAX;
+    m->heap[m->hn] = slot;
+    m->hpos[slot] = m->hn;
+    m->hn++;
+    heap_up(m, m->hn - 1);
 }
 
-static uint64_t earliest_deadline(dstack_model *m)
+static void heap_remove(dstack_model *m, uint32_t slot)
 {
-    dq_trim(m);
-    return m->dq_count ? req_at(m, m->dq[m->dq_head], NULL)->deadline_ns : 0;
+    uint32_t i = m->hpos[slot];
+    if (i == NO_POS)
+        return;
+    m->hpos[slot] = NO_POS;
+    m->hn--;
+    if (i == m->hn)
+        return;
+    uint32_t moved = m->heap[m->hn];
+    heap_set(m, i, moved);
+    heap_up(m, i);
+    heap_down(m, m->hpos[moved]);
+}
+
+static void heap_clear(dstack_model *m)
+{
+    for (uint32_t i = 0; i < m->hn; i++)
+        m->hpos[m->heap[i]] = NO_POS;
+    m->hn = 0;
+}
+
+static uint32_t slot_of(const dstack_model *m, uint64_t seq) { return (uint32_t)(seq % m->cap); }
+
+static uint64_t earliest_expiry(const dstack_model *m)
+{
+    return m->hn ? expiry_ns(m, &m->ring[m->heap[0]]) : UINT64_MAX;
+}
+
+static uint64_t earliest_deadline(const dstack_model *m)
+{
+    return m->hn ? m->ring[m->heap[0]].deadline_ns : 0;
 }
 
 /* ---- completions ---- */
@@ -222,7 +275,7 @@ static void cancel_queue(ds_core *c, dstack_model *m, uint64_t now)
     }
     m->head_seq = m->tail_seq;
     m->live = m->live_samples = 0;
-    m->dq_count = 0;
+    heap_clear(m);
 }
 
 /* Complete as DEADLINE_MISSED every queued request that can no longer meet
@@ -230,15 +283,15 @@ static void cancel_queue(ds_core *c, dstack_model *m, uint64_t now)
 static void expire(ds_core *c, dstack_model *m, uint64_t now)
 {
     while (earliest_expiry(m) < now) {
-        uint64_t seq = m->dq[m->dq_head];
-        ds_req *r = req_at(m, seq, NULL);
+        uint32_t slot = m->heap[0];
+        ds_req *r = &m->ring[slot];
+        heap_remove(m, slot);
         complete(c, m, r, DSTACK_ERR_DEADLINE_MISSED, 0, 0, now);
         r->dead = true;
         m->live--;
         m->live_samples -= r->samples;
-        if (seq == m->head_seq)
+        if (r->seq == m->head_seq)
             queue_pop(m);
-        dq_trim(m);
     }
 }
 
@@ -250,7 +303,8 @@ static void model_free(dstack_model *m)
         return;
     free(m->ring);
     free(m->ring_ptrs);
-    free(m->dq);
+    free(m->heap);
+    free(m->hpos);
     free(m->batch_reqs);
     free(m->batch_in);
     free(m->batch_out);
@@ -267,14 +321,17 @@ static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap)
     m->cap = cap;
     m->ring = calloc(cap, sizeof *m->ring);
     m->ring_ptrs = calloc((size_t)cap * m->n_io, sizeof *m->ring_ptrs);
-    m->dq = calloc(cap, sizeof *m->dq);
+    m->heap = calloc(cap, sizeof *m->heap);
+    m->hpos = malloc((size_t)cap * sizeof *m->hpos);
     m->batch_reqs = calloc(cfg->max_batch, sizeof *m->batch_reqs);
     m->batch_in = calloc((size_t)cfg->max_batch * cfg->n_inputs, sizeof *m->batch_in);
     m->batch_out = calloc((size_t)cfg->max_batch * cfg->n_outputs, sizeof *m->batch_out);
-    if (!m->ring || !m->ring_ptrs || !m->dq || !m->batch_reqs || !m->batch_in || !m->batch_out) {
+    if (!m->ring || !m->ring_ptrs || !m->heap || !m->hpos || !m->batch_reqs || !m->batch_in || !m->batch_out) {
         model_free(m);
         return NULL;
     }
+    for (uint32_t i = 0; i < cap; i++)
+        m->hpos[i] = NO_POS;
     if (cfg->latency)
         m->min_run_ns = cfg->latency(cfg->latency_arg, 1, cfg->unit_count);
     return m;
@@ -458,6 +515,21 @@ dstack_status ds_core_model_update(ds_core *c, dstack_model *h, uint32_t batch_s
     return DSTACK_OK;
 }
 
+/* An exponentially decayed count of arrivals with time constant tau
+ * estimates the rate: in steady state sum(exp(-age/tau)) / tau = lambda. */
+static double decayed_rate(const dstack_model *m, uint64_t now)
+{
+    if (now <= m->rate_last_ns)
+        return m->rate_rps;
+    return m->rate_rps * exp(-(double)(now - m->rate_last_ns) / (double)RATE_WINDOW_NS);
+}
+
+double ds_core_model_rate(const ds_core *c, const dstack_model *h, uint64_t now)
+{
+    const dstack_model *m = resolve(c, h);
+    return m ? decayed_rate(m, now) : 0.0;
+}
+
 /* ---- requests ---- */
 
 static dstack_status check_request(const dstack_model *m, const dstack_request *req, uint32_t samples)
@@ -490,7 +562,7 @@ static dstack_status check_request(const dstack_model *m, const dstack_request *
 
 /* The ring is full of live requests and dead ones that expired behind a
  * head without a deadline: move the live ones together (FIFO order kept)
- * and rebuild the deadline deque. Rare: only when deadline-less and
+ * and rebuild the deadline heap. Rare: only when deadline-less and
  * deadlined requests share a model and the queue is near capacity. */
 static void compact(dstack_model *m)
 {
@@ -503,15 +575,16 @@ static void compact(dstack_model *m)
         if (w != seq) {
             ds_req *d = req_at(m, w, &dst_ptrs);
             *d = *r;
+            d->seq = w;
             memcpy(dst_ptrs, src_ptrs, m->n_io * sizeof *dst_ptrs);
         }
         w++;
     }
     m->tail_seq = w;
-    m->dq_count = 0;
+    heap_clear(m);
     for (uint64_t seq = m->head_seq; seq < m->tail_seq; seq++)
         if (req_at(m, seq, NULL)->deadline_ns)
-            dq_push(m, seq);
+            heap_push(m, slot_of(m, seq));
 }
 
 static uint32_t request_samples(const dstack_request *req)
@@ -519,15 +592,6 @@ static uint32_t request_samples(const dstack_request *req)
     if (req->struct_size < offsetof(dstack_request, n_samples) + sizeof req->n_samples)
         return 1;
     return req->n_samples ? req->n_samples : 1;
-}
-
-/* An exponentially decayed count of arrivals with time constant tau
- * estimates the rate: in steady state sum(exp(-age/tau)) / tau = lambda. */
-static double decayed_rate(const dstack_model *m, uint64_t now)
-{
-    if (now <= m->rate_last_ns)
-        return m->rate_rps;
-    return m->rate_rps * exp(-(double)(now - m->rate_last_ns) / (double)RATE_WINDOW_NS);
 }
 
 static void update_rate(dstack_model *m, uint64_t now, uint32_t samples)
@@ -565,13 +629,14 @@ dstack_status ds_core_submit(ds_core *c, dstack_model *h, const dstack_request *
     r->submit_ns = now;
     r->deadline_ns = req->deadline_ns ? req->deadline_ns : (m->cfg.slo_ns ? sat_add(now, m->cfg.slo_ns) : 0);
     r->samples = samples;
+    r->seq = seq;
     r->dead = false;
     for (uint32_t j = 0; j < m->cfg.n_inputs; j++)
         ptrs[j] = req->inputs[j].data;
     for (uint32_t j = 0; j < m->cfg.n_outputs; j++)
         ptrs[m->cfg.n_inputs + j] = req->outputs[j].data;
     if (r->deadline_ns)
-        dq_push(m, seq);
+        heap_push(m, slot_of(m, seq));
     m->live++;
     m->live_samples += samples;
     m->outstanding += samples;
@@ -684,13 +749,13 @@ static bool form_batch(ds_core *c, dstack_model *m, const ds_sched_decision *d, 
             for (uint32_t j = 0; j < nout; j++)
                 m->batch_out[at * nout + j] = (char *)ptrs[nin + j] + k * m->cfg.output_bytes[j];
         }
+        heap_remove(m, slot_of(m, m->head_seq));
         m->batch_reqs[n++] = *r;
         samples += r->samples;
         m->live--;
         m->live_samples -= r->samples;
         queue_pop(m);
     }
-    dq_trim(m);
     if (n == 0)
         return false;
     m->running = true;
@@ -705,6 +770,10 @@ static bool form_batch(ds_core *c, dstack_model *m, const ds_sched_decision *d, 
         c->units_busy |= unit_mask(d->first_unit, d->unit_count);
     c->n_running++;
     c->totals.decisions++;
+    if (m->stats.starts++ > 0) {
+        m->stats.gap_ns_sum += now - m->ps.last_start_ns;
+        m->stats.gaps++;
+    }
     m->ps.last_start_ns = now;
     s->model = handle_of(m);
     s->plan = m->cfg.plan;
@@ -781,6 +850,10 @@ dstack_status ds_core_stats(const ds_core *c, const dstack_model *h, uint64_t no
     o->latency_p99_us = ds_hist_quantile(&k->latency_us, 0.99);
     o->latency_max_us = k->latency_us.max;
     o->queued = m->live;
+    o->batch_size = m->cfg.batch_size;
+    o->arrival_rps = decayed_rate(m, now);
+    double dev_ns = (double)(now - m->registered_ns) * c->cfg.n_units;
+    o->gpu_share = dev_ns > 0 ? (double)k->unit_ns / dev_ns : 0.0;
     return DSTACK_OK;
 }
 
@@ -793,6 +866,18 @@ void ds_core_totals_get(const ds_core *c, ds_core_totals *out)
         if (c->models[i]->running)
             units += c->models[i]->batch_units;
     out->units_in_use = units;
+    out->cycle_ns = 0;
+    for (uint32_t i = 0; i < c->n_models; i++) {
+        const model_counters *k = &c->models[i]->stats;
+        if (k->gaps && k->gap_ns_sum / k->gaps > out->cycle_ns)
+            out->cycle_ns = k->gap_ns_sum / k->gaps;
+    }
+}
+
+uint32_t ds_core_model_units(const ds_core *c, const dstack_model *h)
+{
+    const dstack_model *m = resolve(c, h);
+    return m ? m->cfg.unit_count : 0;
 }
 
 uint64_t ds_core_model_unit_ns(const ds_core *c, const dstack_model *h)

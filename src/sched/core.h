@@ -13,9 +13,11 @@
  *            event (arrivals of a trace, batch ends of the sim executor, the
  *            core's timers), no threads, no sleeping.
  *
- * Costs: a step costs O(models) per decision plus O(1) per request it moves
- * (each model keeps its earliest deadline incrementally in a monotonic
- * deque, so nothing scans a queue); submit is O(1) amortized; a model
+ * Costs: a step costs O(models) per decision plus O(log queue) per request
+ * it moves (each model keeps its earliest deadline in an indexed min-heap of
+ * its queued requests, so nothing scans a queue, and a request expired in
+ * the middle of a queue is just a tombstone skipped at the head); submit is
+ * O(log queue); a model
  * handle resolves in O(1) through a slot table with generation numbers, so
  * models that came and went cost nothing once their completions are out.
  *
@@ -84,7 +86,7 @@ typedef struct ds_core_totals {
     uint32_t running;         /* batches running now */
     uint32_t units_in_use;    /* units covered by running batches now */
     uint64_t decisions;       /* batches the policy started */
-    uint64_t decide_ns;       /* unused by the core: drivers may add timing */
+    uint64_t cycle_ns;        /* longest mean gap between two starts of one model */
 } ds_core_totals;
 
 /* A per-model record a driver may hand to the executor as the `done`
@@ -121,6 +123,9 @@ dstack_status ds_core_model_owner(const ds_core *c, const dstack_model *m, void 
 /* Change a live model's batch size and share (the batch optimizer re-plans). */
 dstack_status ds_core_model_update(ds_core *c, dstack_model *m, uint32_t batch_size, uint32_t unit_count);
 
+/* Measured arrival rate of a live model's samples (per s), 0 if unknown. */
+double ds_core_model_rate(const ds_core *c, const dstack_model *m, uint64_t now_ns);
+
 /* Queue a request. Checks the buffers against the model (n_samples each:
  * request->n_samples, 1 when the caller's struct predates it). */
 dstack_status ds_core_submit(ds_core *c, dstack_model *m, const dstack_request *req, uint64_t now_ns,
@@ -143,6 +148,8 @@ size_t ds_core_step(ds_core *c, uint64_t now_ns, ds_core_start *out, size_t max,
 dstack_status ds_core_stats(const ds_core *c, const dstack_model *m, uint64_t now_ns,
                             dstack_model_stats *out);
 void ds_core_totals_get(const ds_core *c, ds_core_totals *out);
+/* A live model's share in units now (0 if unknown handle). */
+uint32_t ds_core_model_units(const ds_core *c, const dstack_model *m);
 /* Per-model unit-time granted (units x ns of finished batches). */
 uint64_t ds_core_model_unit_ns(const ds_core *c, const dstack_model *m);
 

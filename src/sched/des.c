@@ -36,6 +36,9 @@ struct ds_des {
     bool oom;
     ds_des_completion_fn on_completion;
     void *arg;
+    ds_des_replan_fn replan;
+    void *replan_arg;
+    uint64_t replan_period, replan_next;
 };
 
 static uint64_t des_clock_now(const ds_clock *clock) { return ((const ds_des *)clock->state)->now; }
@@ -212,6 +215,13 @@ dstack_status ds_des_run(ds_des *d, const ds_des_arrival *trace, size_t n, uint6
         uint64_t t = min3(t_arr, d->ops.next_ns(ex), wake);
         if (t == UINT64_MAX || (end_ns && t > end_ns))
             break;
+        if (d->replan && d->replan_next <= t) {
+            /* the planner runs between events, at its own period */
+            d->now = d->replan_next > d->now ? d->replan_next : d->now;
+            d->replan_next = d->now + d->replan_period;
+            d->replan(d->replan_arg, d, d->now);
+            continue;
+        }
         if (t > d->now)
             d->now = t;
         d->ops.advance(ex, d->now);
@@ -235,6 +245,26 @@ dstack_status ds_des_run(ds_des *d, const ds_des_arrival *trace, size_t n, uint6
     if (d->oom)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for completions: the replay is incomplete");
     return DSTACK_OK;
+}
+
+void ds_des_set_replan(ds_des *d, uint64_t period_ns, ds_des_replan_fn fn, void *arg)
+{
+    d->replan = period_ns ? fn : NULL;
+    d->replan_arg = arg;
+    d->replan_period = period_ns;
+    d->replan_next = d->now + period_ns;
+}
+
+double ds_des_model_rate(ds_des *d, uint32_t model)
+{
+    return model < d->n_models ? ds_core_model_rate(d->core, d->models[model].handle, d->now) : 0.0;
+}
+
+dstack_status ds_des_model_update(ds_des *d, uint32_t model, uint32_t batch_size, uint32_t unit_count)
+{
+    if (model >= d->n_models)
+        return ds_fail(DSTACK_ERR_NOT_FOUND, "no model %u", model);
+    return ds_core_model_update(d->core, d->models[model].handle, batch_size, unit_count);
 }
 
 uint64_t ds_des_now_ns(const ds_des *d) { return d->now; }

@@ -45,6 +45,14 @@ typedef struct ds_des_arrival {
 typedef void (*ds_des_completion_fn)(void *arg, uint32_t model, const dstack_completion *c,
                                      uint32_t samples);
 
+/* Called every `period_ns` of virtual time during ds_des_run (off the
+ * request path, as the library's planner thread is): it may read rates and
+ * change models with ds_des_model_rate / ds_des_model_update. */
+typedef void (*ds_des_replan_fn)(void *arg, ds_des *d, uint64_t now_ns);
+void ds_des_set_replan(ds_des *d, uint64_t period_ns, ds_des_replan_fn fn, void *arg);
+double ds_des_model_rate(ds_des *d, uint32_t model);
+dstack_status ds_des_model_update(ds_des *d, uint32_t model, uint32_t batch_size, uint32_t unit_count);
+
 dstack_status ds_des_create(const ds_des_config *cfg, ds_des **out);
 void ds_des_destroy(ds_des *d);
 

@@ -402,3 +402,19 @@ uint64_t ds_sched_model_unit_ns(ds_sched *s, const dstack_model *m)
     pthread_mutex_unlock(&s->lock);
     return v;
 }
+
+uint32_t ds_sched_model_units(ds_sched *s, const dstack_model *m)
+{
+    pthread_mutex_lock(&s->lock);
+    uint32_t v = ds_core_model_units(s->core, m);
+    pthread_mutex_unlock(&s->lock);
+    return v;
+}
+
+double ds_sched_model_rate(ds_sched *s, const dstack_model *m)
+{
+    pthread_mutex_lock(&s->lock);
+    double v = ds_core_model_rate(s->core, m, ds_sched_now_ns(s));
+    pthread_mutex_unlock(&s->lock);
+    return v;
+}
