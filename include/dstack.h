@@ -356,6 +356,12 @@ typedef struct dstack_model_stats {
     uint64_t latency_p99_us;
     uint64_t latency_max_us;
     uint32_t queued;           /* waiting now */
+    /* What the scheduler does with the model now (fields added in 0.2): */
+    uint32_t batch_size;       /* samples per batch it aims for (re-planned online) */
+    uint32_t sm_count;         /* SMs of its share (its knee; 0 on cpu) */
+    double arrival_rps;        /* measured arrival rate of samples, per second */
+    double gpu_share;          /* its batches' partition-time over the device's
+                                * partition-time since registration, 0..1 */
 } dstack_model_stats;
 
 DSTACK_API void dstack_model_stats_init(dstack_model_stats *stats);
@@ -364,6 +370,33 @@ DSTACK_API void dstack_model_stats_init(dstack_model_stats *stats);
  * a log-linear histogram, exact to within 1/32 of the value. */
 DSTACK_API dstack_status dstack_stats(dstack_ctx *ctx, const dstack_model *model,
                                       dstack_model_stats *stats);
+
+/* What the scheduler does, device-wide. */
+typedef struct dstack_ctx_stats {
+    size_t struct_size;         /* set by dstack_ctx_stats_init */
+    double uptime_s;            /* since dstack_create */
+    double gpu_utilization;     /* busy SM-time over total SM-time since creation,
+                                 * 0..1. sim: SMs with a resident block (the
+                                 * engine's count); cuda and cpu: the SMs of the
+                                 * partitions of running batches (an upper bound
+                                 * on what the kernels really keep busy). */
+    uint32_t batches_running;   /* now */
+    uint32_t units_in_use;      /* partition units held by running batches now */
+    uint32_t units_total;       /* units of the device */
+    uint64_t batches;           /* batches finished since creation */
+    uint64_t samples;           /* samples in those batches */
+    uint64_t cycle_us;          /* the policy's cycle: over models with batches,
+                                 * the longest mean time between two starts of
+                                 * the same model (0 until two batches of one
+                                 * model ran) */
+    char policy_name[DSTACK_NAME_LEN];
+} dstack_ctx_stats;
+
+DSTACK_API void dstack_ctx_stats_init(dstack_ctx_stats *stats);
+
+/* Device-wide counters and what runs now. Thread-safe. INVALID_ARGUMENT on
+ * NULL or a struct_size below sizeof(size_t). */
+DSTACK_API dstack_status dstack_ctx_stats_get(dstack_ctx *ctx, dstack_ctx_stats *stats);
 
 #ifdef __cplusplus
 }
