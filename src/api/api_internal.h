@@ -30,14 +30,6 @@ typedef struct api_model {
     dstack_model_info info;
 } api_model;
 
-/* Copy a caller's growable struct over `defaults` (already filled by the
- * init function), reading only the bytes the caller's header knew. */
-dstack_status ds_copy_sized(void *dst, size_t dst_size, const void *src, const char *what);
-
-/* Copy a filled struct out to a caller's growable struct, only as many
- * bytes as the caller's struct_size says it has (at least sizeof(size_t)). */
-void ds_copy_out(void *dst, const void *full, size_t full_size);
-
 void ds_api_model_free(dstack_ctx *ctx, api_model *am);
 
 #endif

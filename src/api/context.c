@@ -1,43 +1,15 @@
 /* context.c - dstack_create / shutdown / destroy / ctx info: choosing the
- * backend and the policy, and the growable-struct rule. */
+ * backend and the policy. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/api_internal.h"
+#include "api/sized.h"
 #include "util/clock.h"
 #include "util/error.h"
 
 #define MAX_QUEUE_CAPACITY (1u << 20)
-
-void ds_copy_out(void *dst, const void *full, size_t full_size)
-{
-    size_t dst_size = *(const size_t *)dst;
-    memcpy(dst, full, dst_size < full_size ? dst_size : full_size);
-    *(size_t *)dst = dst_size;
-}
-
-dstack_status ds_copy_sized(void *dst, size_t dst_size, const void *src, const char *what)
-{
-    size_t src_size = *(const size_t *)src;
-    if (src_size < sizeof(size_t))
-        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT,
-                       "%s.struct_size is %zu: fill the struct with its _init function first", what,
-                       src_size);
-    if (src_size > dst_size) {
-        /* Built against a newer header: fine as long as the fields this
-         * version does not know are left at their zero defaults. */
-        const unsigned char *extra = (const unsigned char *)src + dst_size;
-        for (size_t i = 0; i < src_size - dst_size; i++)
-            if (extra[i])
-                return ds_fail(DSTACK_ERR_UNSUPPORTED,
-                               "%s sets fields unknown to libdstack %s", what, dstack_version_string());
-        src_size = dst_size;
-    }
-    memcpy(dst, src, src_size);
-    *(size_t *)dst = dst_size;
-    return DSTACK_OK;
-}
 
 DSTACK_API void dstack_options_init(dstack_options *o)
 {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/api_internal.h"
+#include "api/sized.h"
 #include "util/error.h"
 
 #define DEFAULT_MAX_BATCH 32
