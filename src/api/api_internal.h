@@ -19,6 +19,10 @@ struct dstack_ctx {
     dstack_backend backend;           /* resolved, never AUTO */
     const ds_policy_ops *policy;
     pthread_mutex_t register_lock;    /* register/unregister one at a time */
+    /* Held only to look up and copy a model's api data, or to free it, so
+     * info reads never wait behind a registration (which holds
+     * register_lock for as long as building the plans takes). */
+    pthread_mutex_t models_lock;
     char note[256];
 };
 
