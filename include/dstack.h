@@ -122,8 +122,10 @@ typedef struct dstack_options {
     int device;                       /* CUDA device ordinal, default 0 */
     dstack_partitioning partitioning; /* default AUTO */
     dstack_policy policy;             /* default DSTACK */
-    uint32_t queue_capacity;          /* samples outstanding per model (queued, running,
-                                       * or completed and not yet polled), default 1024 */
+    uint32_t queue_capacity;          /* samples per model accepted and not yet polled
+                                         (queued, running, or done and waiting for
+                                         dstack_poll); beyond it submit gives QUEUE_FULL.
+                                         1..1048576, default 1024 */
     uint32_t cpu_threads;             /* cpu backend worker threads, 0 = one per core */
     uint32_t sim_sm_count;            /* sim backend: SMs of the virtual GPU, default 132 */
 } dstack_options;
@@ -172,7 +174,9 @@ typedef struct dstack_ctx_info {
 DSTACK_API void dstack_ctx_info_init(dstack_ctx_info *info);
 
 /* Describe the context. Thread-safe. INVALID_ARGUMENT on NULL or a
- * struct_size too small for the fields before policy. */
+ * struct_size that does not reach past `policy` (the smallest
+ * dstack_ctx_info there will ever be); a struct_size between that and
+ * sizeof(dstack_ctx_info) gets only the fields that fit. */
 DSTACK_API dstack_status dstack_ctx_info_get(dstack_ctx *ctx, dstack_ctx_info *info);
 
 /* ------------------------------------------------------------------------ */
@@ -182,8 +186,25 @@ DSTACK_API dstack_status dstack_ctx_info_get(dstack_ctx *ctx, dstack_ctx_info *i
 typedef enum dstack_model_source {
     DSTACK_SOURCE_ONNX_FILE = 1,  /* desc.path is an .onnx file */
     DSTACK_SOURCE_ONNX_BYTES = 2, /* desc.bytes/n_bytes hold an ONNX model */
-    DSTACK_SOURCE_ZOO = 3         /* desc.path is a zoo name ("resnet50") */
+    DSTACK_SOURCE_ZOO = 3         /* desc.path is a zoo name ("resnet50"), below */
 } dstack_model_source;
+
+/* The built-in zoo: torchvision architectures built by code with generated
+ * weights (seeded by desc.seed), one input (1, 3, S, S), S =
+ * desc.zoo_image_size, and one output (1, desc.zoo_classes). Names:
+ *   resnet18 resnet34 resnet50 resnet101 resnet152 mobilenet_v2 vgg16 vgg19
+ *   alexnet squeezenet1_0 squeezenet1_1 googlenet densenet121
+ * and the aliases squeezenet (= squeezenet1_1) and inception (= googlenet).
+ * dstack_zoo_name(i) for i in 0..dstack_zoo_count()-1 gives every name this
+ * library knows, aliases included; NULL past the end. The strings are
+ * static: never to be freed. Thread-safe. */
+DSTACK_API size_t dstack_zoo_count(void);
+DSTACK_API const char *dstack_zoo_name(size_t index);
+
+/* The largest desc.slo_us accepted (2^52 us, about 142 years): register
+ * refuses a larger one with INVALID_ARGUMENT rather than let a deadline of
+ * now + SLO wrap around. For no SLO at all, use 0. */
+#define DSTACK_MAX_SLO_US (UINT64_C(1) << 52)
 
 typedef enum dstack_precision {
     DSTACK_PRECISION_FP32 = 0, /* float32 everywhere: matches the cpu backend */
@@ -198,7 +219,8 @@ typedef struct dstack_model_desc {
     const void *bytes;          /* ONNX_BYTES: the model, copied at register */
     size_t n_bytes;
     const char *name;           /* display name; default: zoo name or file stem */
-    uint64_t slo_us;            /* latency objective per request; 0 = none */
+    uint64_t slo_us;            /* latency objective per request; 0 = none;
+                                   at most DSTACK_MAX_SLO_US */
     uint32_t max_batch;         /* largest batch ever formed, default 32 */
     uint32_t fixed_sm_count;    /* 0: the library picks the knee; else SMs */
     uint32_t fixed_batch;       /* 0: the library picks the batch; else this */
@@ -254,7 +276,8 @@ typedef struct dstack_model_info {
 
 DSTACK_API void dstack_model_info_init(dstack_model_info *info);
 
-/* Describe a model. Thread-safe. NOT_FOUND for an unknown handle. */
+/* Describe a model. Thread-safe; does not wait for a registration running
+ * in another thread. NOT_FOUND for an unknown handle. */
 DSTACK_API dstack_status dstack_model_info_get(dstack_ctx *ctx, const dstack_model *model,
                                                dstack_model_info *info);
 
@@ -351,7 +374,9 @@ typedef struct dstack_model_stats {
     uint64_t batches;          /* batches run */
     double mean_batch;         /* requests per batch run */
     double throughput_rps;     /* OK completions per second since registration */
-    double slo_attainment;     /* slo_met / all completions, 1 when none */
+    double slo_attainment;     /* slo_met / (completed_ok + deadline_missed + failed),
+                                  1 when none: cancelled requests (shutdown,
+                                  unregister) are the caller's doing, not a miss */
     uint64_t latency_p50_us;   /* submit to completion, OK completions */
     uint64_t latency_p99_us;
     uint64_t latency_max_us;

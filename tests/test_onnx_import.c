@@ -464,6 +464,40 @@ static void test_symbolic_batch_dimension_gives_batchable_graph(void **state)
     b_free(b);
 }
 
+/* A dimension of 2^32 + 4 or 2^40 was reported as "not positive". */
+static void test_huge_input_dimension_says_how_big_not_not_positive(void **state)
+{
+    (void)state;
+    const int64_t huge[] = {((int64_t)1 << 32) + 4, (int64_t)1 << 40};
+    for (size_t h = 0; h < 2; h++) {
+        for (uint32_t at = 0; at < 4; at++) {
+            builder *b = b_new(13);
+            int64_t dims[4] = {1, 3, 5, 5};
+            dims[at] = huge[h];
+            b_input(b, "x", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 4, dims);
+            b_output(b, "y");
+            b_node(b, "Relu", "relu", "y", "x", NULL, NULL);
+            ds_graph *g;
+            assert_int_equal(b_import(b, &g), DSTACK_ERR_SHAPE);
+            char want[32];
+            snprintf(want, sizeof want, "%lld", (long long)huge[h]);
+            assert_non_null(strstr(ds_error_message(), want));
+            assert_null(strstr(ds_error_message(), "not positive"));
+            b_free(b);
+        }
+    }
+    /* a real zero or negative one still says so */
+    builder *b = b_new(13);
+    int64_t dims[4] = {1, 3, 0, 5};
+    b_input(b, "x", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 4, dims);
+    b_output(b, "y");
+    b_node(b, "Relu", "relu", "y", "x", NULL, NULL);
+    ds_graph *g;
+    assert_int_equal(b_import(b, &g), DSTACK_ERR_SHAPE);
+    assert_non_null(strstr(ds_error_message(), "not positive"));
+    b_free(b);
+}
+
 static void test_graph_input_that_is_an_initializer_is_a_constant(void **state)
 {
     (void)state;
@@ -1071,6 +1105,7 @@ int main(void)
         cmocka_unit_test(test_softmax_before_opset13_is_legacy_unless_last_axis),
         cmocka_unit_test(test_constant_node_becomes_a_graph_constant),
         cmocka_unit_test(test_symbolic_batch_dimension_gives_batchable_graph),
+        cmocka_unit_test(test_huge_input_dimension_says_how_big_not_not_positive),
         cmocka_unit_test(test_graph_input_that_is_an_initializer_is_a_constant),
         cmocka_unit_test(test_clip_bounds_from_attrs_before_opset11_and_inputs_after),
         cmocka_unit_test(test_reshape_with_constant_shape_infers_minus_one_and_zero),

@@ -19,6 +19,10 @@ struct dstack_ctx {
     dstack_backend backend;           /* resolved, never AUTO */
     const ds_policy_ops *policy;
     pthread_mutex_t register_lock;    /* register/unregister one at a time */
+    /* Held only to look up and copy a model's api data, or to free it, so
+     * info reads never wait behind a registration (which holds
+     * register_lock for as long as building the plans takes). */
+    pthread_mutex_t models_lock;
     char note[256];
 };
 
@@ -29,14 +33,6 @@ typedef struct api_model {
     ds_exec_plan *plan;
     dstack_model_info info;
 } api_model;
-
-/* Copy a caller's growable struct over `defaults` (already filled by the
- * init function), reading only the bytes the caller's header knew. */
-dstack_status ds_copy_sized(void *dst, size_t dst_size, const void *src, const char *what);
-
-/* Copy a filled struct out to a caller's growable struct, only as many
- * bytes as the caller's struct_size says it has (at least sizeof(size_t)). */
-void ds_copy_out(void *dst, const void *full, size_t full_size);
 
 void ds_api_model_free(dstack_ctx *ctx, api_model *am);
 

@@ -1,44 +1,18 @@
 /* context.c - dstack_create / shutdown / destroy / ctx info: choosing the
- * backend and the policy, and the growable-struct rule. */
+ * backend and the policy. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/api_internal.h"
+#include "api/sized.h"
 #include "sim/sim.h"
+#include "util/checked.h"
 #include "util/clock.h"
 #include "util/error.h"
 
 #define MAX_QUEUE_CAPACITY (1u << 20)
-
-void ds_copy_out(void *dst, const void *full, size_t full_size)
-{
-    size_t dst_size = *(const size_t *)dst;
-    memcpy(dst, full, dst_size < full_size ? dst_size : full_size);
-    *(size_t *)dst = dst_size;
-}
-
-dstack_status ds_copy_sized(void *dst, size_t dst_size, const void *src, const char *what)
-{
-    size_t src_size = *(const size_t *)src;
-    if (src_size < sizeof(size_t))
-        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT,
-                       "%s.struct_size is %zu: fill the struct with its _init function first", what,
-                       src_size);
-    if (src_size > dst_size) {
-        /* Built against a newer header: fine as long as the fields this
-         * version does not know are left at their zero defaults. */
-        const unsigned char *extra = (const unsigned char *)src + dst_size;
-        for (size_t i = 0; i < src_size - dst_size; i++)
-            if (extra[i])
-                return ds_fail(DSTACK_ERR_UNSUPPORTED,
-                               "%s sets fields unknown to libdstack %s", what, dstack_version_string());
-        src_size = dst_size;
-    }
-    memcpy(dst, src, src_size);
-    *(size_t *)dst = dst_size;
-    return DSTACK_OK;
-}
 
 DSTACK_API void dstack_options_init(dstack_options *o)
 {
@@ -145,6 +119,7 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
         return st;
     }
     pthread_mutex_init(&ctx->register_lock, NULL);
+    pthread_mutex_init(&ctx->models_lock, NULL);
     *out = ctx;
     return DSTACK_OK;
 }
@@ -170,26 +145,38 @@ DSTACK_API void dstack_destroy(dstack_ctx *ctx)
         void *owner = NULL;
         if (ds_sched_take_any_owner(ctx->sched, &owner) != DSTACK_OK)
             break;
+        pthread_mutex_lock(&ctx->models_lock);
         ds_api_model_free(ctx, owner);
+        pthread_mutex_unlock(&ctx->models_lock);
     }
     pthread_mutex_unlock(&ctx->register_lock);
     ds_sched_destroy(ctx->sched);
     ctx->exec->ops->destroy(ctx->exec);
     pthread_mutex_destroy(&ctx->register_lock);
+    pthread_mutex_destroy(&ctx->models_lock);
     free(ctx);
 }
 
 #define HOST_ALIGN 64
+/* No allocator hands out more than PTRDIFF_MAX bytes (pointer differences
+ * inside the block must fit), so anything above it is refused up front. */
+#define HOST_MAX_BYTES ((size_t)PTRDIFF_MAX)
 
 DSTACK_API dstack_status dstack_host_alloc(dstack_ctx *ctx, size_t bytes, void **ptr)
 {
     ds_error_clear();
     if (!ctx || !ptr || bytes == 0)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx or ptr is NULL, or bytes is 0");
+    /* Executors get the size already rounded to the alignment, so none of
+     * them rounds (and wraps) a caller's size again. */
+    size_t rounded = 0;
+    if (!ds_size_round_up(bytes, HOST_ALIGN, &rounded) || rounded > HOST_MAX_BYTES)
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "%zu host bytes: over the %zu one block can hold", bytes,
+                       HOST_MAX_BYTES);
     ds_executor *ex = ctx->exec;
     if (ex->ops->host_alloc)
-        return ex->ops->host_alloc(ex, bytes, ptr);
-    void *p = aligned_alloc(HOST_ALIGN, (bytes + HOST_ALIGN - 1) / HOST_ALIGN * HOST_ALIGN);
+        return ex->ops->host_alloc(ex, rounded, ptr);
+    void *p = aligned_alloc(HOST_ALIGN, rounded);
     if (!p)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for %zu host bytes", bytes);
     *ptr = p;
@@ -224,14 +211,18 @@ static void copy_name(char *dst, const char *src)
     snprintf(dst, DSTACK_NAME_LEN, "%s", src ? src : "");
 }
 
+/* The oldest dstack_ctx_info a caller may hold: up to and including policy. */
+#define CTX_INFO_MIN_SIZE (offsetof(dstack_ctx_info, policy) + sizeof(dstack_policy))
+
 DSTACK_API dstack_status dstack_ctx_info_get(dstack_ctx *ctx, dstack_ctx_info *info)
 {
     ds_error_clear();
     if (!ctx || !info)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx or info is NULL");
-    if (info->struct_size < sizeof(size_t))
-        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "info.struct_size is %zu: call dstack_ctx_info_init",
-                       info->struct_size);
+    if (info->struct_size < CTX_INFO_MIN_SIZE)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT,
+                       "info.struct_size is %zu, less than the %zu that reach past `policy`: call dstack_ctx_info_init",
+                       info->struct_size, CTX_INFO_MIN_SIZE);
     const ds_device_info *d = &ctx->exec->device;
     dstack_ctx_info full;
     dstack_ctx_info_init(&full);

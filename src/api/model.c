@@ -5,8 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "api/api_internal.h"
+#include "api/sized.h"
+#include "util/checked.h"
 #include "util/error.h"
 
 #define DEFAULT_MAX_BATCH 32
@@ -40,12 +43,21 @@ static dstack_status read_file(const char *path, void **bytes, size_t *n)
         return ds_fail(errno == ENOENT ? DSTACK_ERR_NOT_FOUND : DSTACK_ERR_IO, "cannot open '%s': %s",
                        path, strerror(errno));
     dstack_status st = DSTACK_OK;
+    struct stat sb;
     long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0)
+    /* fopen succeeds on a directory, and seeking to its end gives LONG_MAX:
+     * say what it is instead of a nonsense size. */
+    if (fstat(fileno(f), &sb) != 0)
+        st = ds_fail(DSTACK_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
+    else if (S_ISDIR(sb.st_mode))
+        st = ds_fail(DSTACK_ERR_IO, "'%s' is a directory, not an ONNX file", path);
+    else if (!S_ISREG(sb.st_mode))
+        st = ds_fail(DSTACK_ERR_IO, "'%s' is not a regular file", path);
+    if (st == DSTACK_OK && fseek(f, 0, SEEK_END) == 0)
         size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET) != 0)
-        st = ds_fail(DSTACK_ERR_IO, "cannot size '%s' (not a regular file?)", path);
-    else if ((size_t)size > MAX_ONNX_FILE_BYTES)
+    if (st == DSTACK_OK && (size < 0 || fseek(f, 0, SEEK_SET) != 0))
+        st = ds_fail(DSTACK_ERR_IO, "cannot size '%s'", path);
+    else if (st == DSTACK_OK && (size_t)size > MAX_ONNX_FILE_BYTES)
         st = ds_fail(DSTACK_ERR_IO, "'%s' is %ld bytes, over the 4 GiB a protobuf can hold", path, size);
     void *buf = NULL;
     if (st == DSTACK_OK && !(buf = malloc(size ? (size_t)size : 1)))
@@ -104,19 +116,28 @@ static dstack_status check_desc(const dstack_model_desc *d)
     if ((unsigned)d->precision > DSTACK_PRECISION_FP16)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.precision %d is not a dstack_precision",
                        (int)d->precision);
-    if (d->slo_us > UINT64_MAX / 1000u)
-        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.slo_us %llu overflows nanoseconds",
-                       (unsigned long long)d->slo_us);
+    /* Refused rather than saturated: an SLO of centuries is a mistake (a
+     * unit slip, a -1 cast), and "no SLO" already has its value, 0. The cap
+     * keeps slo_ns <= 2^62, so now + slo_ns fits in an int64 for any
+     * monotonic time under 146 years. */
+    if (d->slo_us > DSTACK_MAX_SLO_US)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT,
+                       "desc.slo_us %llu is over DSTACK_MAX_SLO_US (%llu, about 142 years); 0 means no SLO",
+                       (unsigned long long)d->slo_us, (unsigned long long)DSTACK_MAX_SLO_US);
     return DSTACK_OK;
 }
 
-static void tensor_info(const ds_tensor *t, dstack_tensor_info *ti)
+static dstack_status tensor_info(const ds_tensor *t, dstack_tensor_info *ti)
 {
     snprintf(ti->name, sizeof ti->name, "%s", t->name ? t->name : "");
     ti->rank = t->rank;
     for (uint32_t i = 0; i < t->rank; i++)
         ti->dims[i] = t->dims[i];
-    ti->bytes = (size_t)ds_tensor_numel(t) * sizeof(float);
+    int64_t numel = ds_tensor_numel(t);
+    if (numel < 0 || !ds_size_mul((size_t)numel, sizeof(float), &ti->bytes))
+        return ds_fail(DSTACK_ERR_SHAPE, "tensor '%s' has %lld elements: its buffer size overflows", ti->name,
+                       (long long)numel);
+    return DSTACK_OK;
 }
 
 /* The display name: desc.name, else the zoo name, else the file's stem. */
@@ -177,10 +198,12 @@ static dstack_status build_model(dstack_ctx *ctx, const dstack_model_desc *d, ap
     model_name(d, info->name);
     info->n_inputs = g->n_inputs;
     info->n_outputs = g->n_outputs;
-    for (uint32_t i = 0; i < g->n_inputs; i++)
-        tensor_info(&g->tensors[g->inputs[i]], &info->inputs[i]);
-    for (uint32_t i = 0; i < g->n_outputs; i++)
-        tensor_info(&g->tensors[g->outputs[i]], &info->outputs[i]);
+    for (uint32_t i = 0; i < g->n_inputs && st == DSTACK_OK; i++)
+        st = tensor_info(&g->tensors[g->inputs[i]], &info->inputs[i]);
+    for (uint32_t i = 0; i < g->n_outputs && st == DSTACK_OK; i++)
+        st = tensor_info(&g->tensors[g->outputs[i]], &info->outputs[i]);
+    if (st != DSTACK_OK)
+        return st;
     info->param_count = ds_graph_param_count(g);
     info->flops_per_request = ds_graph_flops(g);
     info->max_batch = d->max_batch;
@@ -225,7 +248,7 @@ DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_mod
         sc.batch_size = am->info.batch_size;
         sc.max_batch = am->info.max_batch;
         sc.unit_count = units;
-        sc.slo_ns = d.slo_us * 1000u;
+        sc.slo_ns = d.slo_us * 1000u; /* <= 2^62: check_desc capped slo_us */
         sc.owner = am;
         st = ds_sched_add_model(ctx->sched, &sc, model);
     }
@@ -243,8 +266,13 @@ DSTACK_API dstack_status dstack_unregister_model(dstack_ctx *ctx, dstack_model *
     pthread_mutex_lock(&ctx->register_lock);
     void *owner = NULL;
     dstack_status st = ds_sched_remove_model(ctx->sched, model, &owner);
-    if (st == DSTACK_OK)
+    if (st == DSTACK_OK) {
+        /* Once removed, no info read can find the model any more; one that
+         * found it before holds models_lock until its copy is done. */
+        pthread_mutex_lock(&ctx->models_lock);
         ds_api_model_free(ctx, owner);
+        pthread_mutex_unlock(&ctx->models_lock);
+    }
     pthread_mutex_unlock(&ctx->register_lock);
     return st;
 }
@@ -258,12 +286,26 @@ DSTACK_API dstack_status dstack_model_info_get(dstack_ctx *ctx, const dstack_mod
     if (info->struct_size < sizeof(size_t))
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "info.struct_size is %zu: call dstack_model_info_init",
                        info->struct_size);
-    /* Under the register lock the model cannot be freed while we copy. */
-    pthread_mutex_lock(&ctx->register_lock);
+    /* Under models_lock the model cannot be freed while we copy; a
+     * registration in progress does not hold it. */
+    pthread_mutex_lock(&ctx->models_lock);
     void *owner = NULL;
     dstack_status st = ds_sched_model_owner(ctx->sched, model, &owner);
     if (st == DSTACK_OK)
         ds_copy_out(info, &((api_model *)owner)->info, sizeof(dstack_model_info));
-    pthread_mutex_unlock(&ctx->register_lock);
+    pthread_mutex_unlock(&ctx->models_lock);
     return st;
+}
+
+DSTACK_API size_t dstack_zoo_count(void)
+{
+    size_t n = 0;
+    for (const char *const *names = ds_zoo_names(); names[n]; n++)
+        ;
+    return n;
+}
+
+DSTACK_API const char *dstack_zoo_name(size_t index)
+{
+    return index < dstack_zoo_count() ? ds_zoo_names()[index] : NULL;
 }

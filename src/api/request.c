@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "api/api_internal.h"
+#include "api/sized.h"
 #include "util/error.h"
 
 DSTACK_API void dstack_request_init(dstack_request *r)

@@ -80,7 +80,8 @@ typedef struct ds_executor_ops {
     /* Optional (NULL: plain aligned malloc/free). Host memory this backend
      * moves to and from the device without a staging copy: page-locked on
      * cuda. run() takes the fast path for request buffers that are such
-     * memory. */
+     * memory. `bytes` comes checked from dstack_host_alloc: a non-zero
+     * multiple of 64, at most PTRDIFF_MAX. */
     dstack_status (*host_alloc)(ds_executor *ex, size_t bytes, void **out);
     void (*host_free)(ds_executor *ex, void *ptr);
 } ds_executor_ops;

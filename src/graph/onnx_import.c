@@ -1441,13 +1441,20 @@ static dstack_status add_inputs(ox_importer *imp)
             int64_t val = known_dim ? dim->dim_value : -1;
             if (d == 0 && val <= 0) {
                 val = 1; /* symbolic, -1 or 0: the batch */
-            } else if (val <= 0 || val > ((int64_t)1 << 31)) {
+            } else if (val > DS_ONNX_MAX_DIM) {
                 return ds_fail(DSTACK_ERR_SHAPE, "ONNX import: graph input '%s' dimension %u is "
-                               "%s%s; only the first (batch) dimension may be dynamic", vi->name,
-                               d, known_dim ? "not positive" : "symbolic ",
-                               known_dim ? "" : (dim->value_case ==
-                                                         ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM &&
-                                                 dim->dim_param ? dim->dim_param : "(unset)"));
+                               "%lld, over the %lld one dimension may have", vi->name, d,
+                               (long long)val, (long long)DS_ONNX_MAX_DIM);
+            } else if (known_dim && val <= 0) {
+                return ds_fail(DSTACK_ERR_SHAPE, "ONNX import: graph input '%s' dimension %u is "
+                               "%lld, not positive; only the first (batch) dimension may be "
+                               "dynamic", vi->name, d, (long long)val);
+            } else if (!known_dim) {
+                return ds_fail(DSTACK_ERR_SHAPE, "ONNX import: graph input '%s' dimension %u is "
+                               "symbolic %s; only the first (batch) dimension may be dynamic",
+                               vi->name, d,
+                               dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM &&
+                                       dim->dim_param ? dim->dim_param : "(unset)");
             }
             dims[d] = val;
         }

@@ -25,4 +25,8 @@
  * same bound applies to a Conv's im2col matrix (C/group x kH x kW x OH x OW). */
 #define DS_ONNX_MAX_ELEMS ((int64_t)1 << 28)
 
+/* Largest single dimension of a graph input; the element bound above
+ * usually refuses first, this one names the dimension that is too large. */
+#define DS_ONNX_MAX_DIM ((int64_t)1 << 31)
+
 #endif

@@ -102,7 +102,7 @@ dstack_status ds_zoo_build(const char *name, const ds_zoo_params *p, ds_graph **
     if (!e)
         return unknown_name(name);
 
-    ds_zb b = {.arch = e->arch, .image_size = 224, .classes = 1000};
+    ds_zb b = {.name = name, .image_size = 224, .classes = 1000};
     uint64_t seed = 0;
     if (p) {
         if (p->image_size)

@@ -38,7 +38,7 @@
 
 typedef struct ds_zb {
     ds_graph *g;
-    const char *arch; /* canonical architecture name, for messages */
+    const char *name; /* the name the caller asked for ("squeezenet"), for messages */
     uint32_t image_size;
     uint32_t classes;
     uint64_t rng;     /* splitmix64 state */

@@ -29,7 +29,7 @@ static uint32_t zb_checked(ds_zb *b, uint32_t id)
 static void zb_internal(ds_zb *b, const char *layer, const char *why)
 {
     if (b->st == DSTACK_OK)
-        b->st = ds_fail(DSTACK_ERR_INTERNAL, "zoo '%s', layer '%s': %s", b->arch, layer, why);
+        b->st = ds_fail(DSTACK_ERR_INTERNAL, "zoo '%s', layer '%s': %s", b->name, layer, why);
 }
 
 /* ---- weights ---- */
@@ -72,7 +72,7 @@ static uint32_t zb_const(ds_zb *b, const char *layer, const char *suffix, uint32
         n *= (size_t)dims[i];
     float *w = malloc(n * sizeof *w);
     if (!w) {
-        b->st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "zoo '%s': %zu bytes for weights '%s'", b->arch,
+        b->st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "zoo '%s': %zu bytes for weights '%s'", b->name,
                         n * sizeof *w, name);
         return DS_TENSOR_NONE;
     }
@@ -96,7 +96,7 @@ static bool zb_window_out(ds_zb *b, const char *layer, uint32_t in, uint32_t ker
         b->st = ds_fail(DSTACK_ERR_SHAPE,
                         "zoo '%s': image_size %u is too small: layer '%s' gets a %ux%u map, "
                         "its %ux%u window (pad %u) needs at least %ux%u",
-                        b->arch, b->image_size, layer, in, in, kernel, kernel, pad,
+                        b->name, b->image_size, layer, in, in, kernel, kernel, pad,
                         kernel > 2 * pad ? kernel - 2 * pad : 1,
                         kernel > 2 * pad ? kernel - 2 * pad : 1);
         return false;
@@ -298,7 +298,7 @@ ds_zt ds_zb_adaptive_avgpool(ds_zb *b, ds_zt x, const char *name, uint32_t targe
     size_t hw = (size_t)x.h * x.w, tt = (size_t)target * target;
     float *p = calloc(hw * tt, sizeof *p);
     if (!p) {
-        b->st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "zoo '%s': pooling matrix of layer '%s'", b->arch,
+        b->st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "zoo '%s': pooling matrix of layer '%s'", b->name,
                         name);
         return zt_none();
     }

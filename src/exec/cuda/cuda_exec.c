@@ -938,7 +938,11 @@ static dstack_status cuda_host_alloc(ds_executor *base, size_t bytes, void **out
     dstack_status st = ds_gpu_bind_thread(ex->gpu);
     if (st != DSTACK_OK) return st;
     void *p = NULL;
-    CU_TRY(cudaHostAlloc(&p, bytes, cudaHostAllocPortable), "cudaHostAlloc (dstack_host_alloc)");
+    cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocPortable);
+    if (e == cudaErrorMemoryAllocation)
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "cudaHostAlloc of %zu page-locked bytes: %s", bytes,
+                       cudaGetErrorString(e));
+    CU_TRY(e, "cudaHostAlloc (dstack_host_alloc)");
     *out = p;
     return DSTACK_OK;
 }
