@@ -6,6 +6,8 @@
 #ifndef DS_GRAPH_ONNX_UTIL_H
 #define DS_GRAPH_ONNX_UTIL_H
 
+#include <stdint.h>
+
 /* Oldest default-domain opset accepted as a whole. Some ops (Conv, the
  * global pools, MatMul, ...) are unchanged since opset 1 and are accepted
  * from older opsets too; see the op table in onnx_import.c. */
@@ -24,5 +26,8 @@
  * terabytes, and keeps every shape product far from int64 overflow. The
  * same bound applies to a Conv's im2col matrix (C/group x kH x kW x OH x OW). */
 #define DS_ONNX_MAX_ELEMS ((int64_t)1 << 28)
+
+/* Bytes unpacking may hold beyond 8x the file size (see parse_budget). */
+#define DS_ONNX_PARSE_SLACK ((uint64_t)64 << 20)
 
 #endif
