@@ -7,6 +7,9 @@
 #   make examples        examples/ against the freshly built library
 #   make install PREFIX=/usr/local DESTDIR=   /  make uninstall
 #   make bench           benchmarks (bench/), results under bench/results/
+#   make fuzz            libFuzzer harnesses (tests/fuzz/), FUZZ_TIME seconds each (default 300)
+#   make fuzz-smoke      replay the corpora, then fuzz FUZZ_SMOKE_TIME s each (make check runs it)
+#   make soak            the 60 s overload soak (tests/api_soak.c) and its valgrind run
 #
 # WITH_CUDA=1 builds the cuda backend (needs $(CUDA_HOME) with cuDNN and
 # cuBLAS); the default is 1 when cudnn.h is found there. libcuda is never
@@ -73,7 +76,8 @@ EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 TEST_LIBS := -lcmocka $(LIBS)
 
-.PHONY: all lib check test sanitize tsan examples install uninstall clean bench demo
+.PHONY: all lib check test sanitize tsan examples install uninstall clean bench demo fuzz fuzz-smoke \
+        fuzz-build soak
 all: lib
 lib: $(SHARED) $(STATIC)
 
@@ -137,8 +141,52 @@ sanitize:
 
 tsan:
 	$(MAKE) BUILD=build/tsan LIBOUT=build/tsan/lib OPT="-O1 -g" SAN="-fsanitize=thread" \
-	    build/tsan/tests/api_concurrency
+	    build/tsan/tests/api_concurrency build/tsan/tests/api_soak
 	TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/api_concurrency
+	TSAN_OPTIONS=halt_on_error=1 DSTACK_SOAK_SECONDS=3 build/tsan/tests/api_soak
+
+# ---- fuzzing (clang's libFuzzer with ASan + UBSan) ----
+# The library is rebuilt with clang under build/fuzz; each harness links its
+# static archive. Corpora grow under build/fuzz/corpus/NAME, seeded from the
+# ONNX conformance models and tiny_cnn; inputs that once failed are kept in
+# tests/fuzz/regressions/NAME and replayed first. Per-input limits: a slow
+# or huge input is a defect like a crash.
+FUZZ_CC ?= clang
+FUZZ_TIME ?= 300
+FUZZ_SMOKE_TIME ?= 15
+FUZZ_FLAGS ?= -timeout=10 -rss_limit_mb=2048 -max_len=1048576
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZERS := onnx requests
+FUZZ_BIN := $(FUZZERS:%=build/fuzz/fuzz_%)
+ONNX_NODE_DATA ?= /usr/share/libonnx-testdata/data/node
+
+fuzz-build:
+	$(MAKE) BUILD=build/fuzz LIBOUT=build/fuzz/lib CC=$(FUZZ_CC) WITH_CUDA=0 OPT="-O1 -g" \
+	    SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" build/fuzz/lib/libdstack.a
+	for f in $(FUZZERS); do \
+	    $(FUZZ_CC) -Iinclude -std=c11 -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer -o build/fuzz/fuzz_$$f \
+	        tests/fuzz/fuzz_$$f.c build/fuzz/lib/libdstack.a -lprotobuf-c -lpthread -lm -ldl || exit 1; \
+	done
+	mkdir -p build/fuzz/corpus/onnx build/fuzz/corpus/requests
+	cp tests/data/tiny_cnn.onnx build/fuzz/corpus/onnx/
+	if [ -d $(ONNX_NODE_DATA) ]; then for d in $(ONNX_NODE_DATA)/*/; do \
+	    cp $$d/model.onnx build/fuzz/corpus/onnx/$$(basename $$d).onnx 2>/dev/null; done; true; fi
+	cp tests/fuzz/seeds/requests/* build/fuzz/corpus/requests/
+
+fuzz: fuzz-build
+	for f in $(FUZZERS); do \
+	    build/fuzz/fuzz_$$f $(FUZZ_FLAGS) -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/crash-$$f- build/fuzz/corpus/$$f tests/fuzz/regressions/$$f \
+	        || exit 1; \
+	done
+
+fuzz-smoke: fuzz-build
+	for f in $(FUZZERS); do \
+	    build/fuzz/fuzz_$$f $(FUZZ_FLAGS) -runs=0 build/fuzz/corpus/$$f tests/fuzz/regressions/$$f \
+	        || exit 1; \
+	    build/fuzz/fuzz_$$f $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SMOKE_TIME) -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/crash-$$f- build/fuzz/corpus/$$f || exit 1; \
+	done
 
 demo: lib $(BUILD)/examples/serve_demo
 	$(BUILD)/examples/serve_demo

@@ -70,7 +70,10 @@ typedef enum dstack_status {
     DSTACK_ERR_UNSUPPORTED = 15,     /* option not available in this build/backend */
     DSTACK_ERR_DEADLINE_MISSED = 16, /* completion: deadline passed before it ran */
     DSTACK_ERR_CANCELLED = 17,       /* completion: cancelled by shutdown/unregister */
-    DSTACK_ERR_INTERNAL = 18         /* a bug in libdstack: please report it */
+    DSTACK_ERR_INTERNAL = 18,        /* a bug in libdstack: please report it */
+    DSTACK_ERR_RESOURCE_LIMIT = 19   /* a model over a budget of dstack_options (work or
+                                        memory per request/model, nesting): raise the
+                                        budget or fix the model */
 } dstack_status;
 
 /* A fixed English string for a status; never NULL, never to be freed.
@@ -128,6 +131,18 @@ typedef struct dstack_options {
                                          1..1048576, default 1024 */
     uint32_t cpu_threads;             /* cpu backend worker threads, 0 = one per core */
     uint32_t sim_sm_count;            /* sim backend: SMs of the virtual GPU, default 132 */
+    /* Budgets checked at dstack_register_model, which refuses a model over
+     * one with RESOURCE_LIMIT and a message naming the op; UINT64_MAX turns
+     * one off. They keep a hostile or mistaken model file from taking the
+     * host's memory or holding the device for minutes per request. */
+    uint64_t max_model_memory_bytes;  /* host memory of one model: weights, activations
+                                         at max_batch, scratch, and the unpacked ONNX
+                                         while importing. Default 4 GiB (VGG-19 at
+                                         batch 32 needs about 1.5 GiB) */
+    uint64_t max_request_ops;         /* work of one request, counted as in
+                                         dstack_model_info.flops_per_request (pool
+                                         windows included). Default 10^12 (VGG-19 at
+                                         224x224 is 4 x 10^10) */
 } dstack_options;
 
 /* Fill *options with the defaults above. */
@@ -265,7 +280,8 @@ typedef struct dstack_model_info {
     dstack_tensor_info inputs[DSTACK_MAX_IO];
     dstack_tensor_info outputs[DSTACK_MAX_IO];
     uint64_t param_count;       /* weights, after folding */
-    uint64_t flops_per_request; /* 2 x multiply-adds of one request */
+    uint64_t flops_per_request; /* work of one request: 2 x multiply-adds, pool
+                                   taps visited, 1 per element otherwise */
     uint32_t max_batch;
     uint32_t batch_size;        /* the batch the scheduler aims for */
     uint32_t sm_count;          /* the knee: SMs the model is given (0 on cpu) */

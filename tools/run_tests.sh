@@ -27,6 +27,27 @@ if [ -x "${CONFORMANCE:-}" ] && [ -d /usr/share/libonnx-testdata/data/node ]; th
     echo "(PASS lines omitted: $(grep -c '^PASS' "$log"))"
     tally "$CONFORMANCE" $rc "$(grep -c '^PASS' "$log")" "$(grep -c '^FAIL' "$log")"
 fi
+# Fuzz smoke: replay the corpora, then fuzz each harness briefly (ASan +
+# UBSan, per-input limits). Needs clang with libFuzzer; make sanitize skips
+# it since the fuzz build is sanitized already.
+fuzz_ok() {
+    printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
+        > "$log.c" && ${FUZZ_CC:-clang} -fsanitize=fuzzer -o "$log.bin" "$log.c" 2>/dev/null
+    r=$?; rm -f "$log.c" "$log.bin"; return $r
+}
+if [ -n "${SANITIZED:-}" ]; then
+    echo "== fuzz smoke skipped: it runs under make check (its build is sanitized already)"
+elif [ -n "${DSTACK_SKIP_FUZZ:-}" ]; then
+    echo "== fuzz smoke skipped: DSTACK_SKIP_FUZZ is set"
+elif ! fuzz_ok; then
+    echo "== fuzz smoke skipped: ${FUZZ_CC:-clang} with libFuzzer is missing (apt-get install clang)"
+else
+    echo "== fuzz smoke (make fuzz-smoke: corpus replay + ${FUZZ_SMOKE_TIME:-15} s per harness)"
+    ${MAKE:-make} --no-print-directory fuzz-smoke FUZZ_SMOKE_TIME=${FUZZ_SMOKE_TIME:-15} >"$log" 2>&1; rc=$?
+    grep -E '^(stat::number_of_executed_units|Done|INFO: Running with entropic)|ERROR|SUMMARY' "$log" | grep -v '^INFO' 
+    [ $rc -ne 0 ] && tail -40 "$log"
+    tally "fuzz-smoke" $rc $((rc == 0)) 0
+fi
 if [ -n "${SANITIZED:-}" ]; then
     echo "== tests/python skipped: a sanitized library cannot be loaded into python3"
 elif [ -d tests/python ] && python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then

@@ -11,6 +11,7 @@
 #include "util/checked.h"
 #include "util/clock.h"
 #include "util/error.h"
+#include "util/fault.h"
 
 #define MAX_QUEUE_CAPACITY (1u << 20)
 
@@ -25,6 +26,8 @@ DSTACK_API void dstack_options_init(dstack_options *o)
     o->policy = DSTACK_POLICY_DSTACK;
     o->queue_capacity = 1024;
     o->sim_sm_count = 132;
+    o->max_model_memory_bytes = (uint64_t)4 << 30;
+    o->max_request_ops = 1000000000000ull;
 }
 
 static dstack_status check_options(const dstack_options *o)
@@ -39,6 +42,9 @@ static dstack_status check_options(const dstack_options *o)
     if (o->queue_capacity == 0 || o->queue_capacity > MAX_QUEUE_CAPACITY)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.queue_capacity must be 1..%u, got %u",
                        MAX_QUEUE_CAPACITY, o->queue_capacity);
+    if (o->max_model_memory_bytes == 0 || o->max_request_ops == 0)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.max_model_memory_bytes and "
+                       "options.max_request_ops must be > 0 (UINT64_MAX for no limit)");
     if (o->device < 0)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.device must be >= 0, got %d", o->device);
     return DSTACK_OK;
@@ -97,7 +103,7 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
     ds_error_clear();
     if (!out)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx is NULL");
-    dstack_ctx *ctx = calloc(1, sizeof *ctx);
+    dstack_ctx *ctx = ds_calloc(1, sizeof *ctx);
     if (!ctx)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for a context");
     dstack_options_init(&ctx->opts);
@@ -176,7 +182,7 @@ DSTACK_API dstack_status dstack_host_alloc(dstack_ctx *ctx, size_t bytes, void *
     ds_executor *ex = ctx->exec;
     if (ex->ops->host_alloc)
         return ex->ops->host_alloc(ex, rounded, ptr);
-    void *p = aligned_alloc(HOST_ALIGN, rounded);
+    void *p = ds_aligned_alloc(HOST_ALIGN, rounded);
     if (!p)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for %zu host bytes", bytes);
     *ptr = p;

@@ -11,6 +11,7 @@
 #include "api/sized.h"
 #include "util/checked.h"
 #include "util/error.h"
+#include "util/fault.h"
 
 #define DEFAULT_MAX_BATCH 32
 #define MAX_MAX_BATCH 4096
@@ -38,7 +39,7 @@ DSTACK_API void dstack_model_info_init(dstack_model_info *info)
 
 static dstack_status read_file(const char *path, void **bytes, size_t *n)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = ds_fopen(path, "rb");
     if (!f)
         return ds_fail(errno == ENOENT ? DSTACK_ERR_NOT_FOUND : DSTACK_ERR_IO, "cannot open '%s': %s",
                        path, strerror(errno));
@@ -60,9 +61,9 @@ static dstack_status read_file(const char *path, void **bytes, size_t *n)
     else if (st == DSTACK_OK && (size_t)size > MAX_ONNX_FILE_BYTES)
         st = ds_fail(DSTACK_ERR_IO, "'%s' is %ld bytes, over the 4 GiB a protobuf can hold", path, size);
     void *buf = NULL;
-    if (st == DSTACK_OK && !(buf = malloc(size ? (size_t)size : 1)))
+    if (st == DSTACK_OK && !(buf = ds_malloc(size ? (size_t)size : 1)))
         st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory to read '%s' (%ld bytes)", path, size);
-    if (st == DSTACK_OK && fread(buf, 1, (size_t)size, f) != (size_t)size)
+    if (st == DSTACK_OK && ds_fread(buf, 1, (size_t)size, f) != (size_t)size)
         st = ds_fail(DSTACK_ERR_IO, "short read of '%s'", path);
     fclose(f);
     if (st != DSTACK_OK) {
@@ -74,7 +75,7 @@ static dstack_status read_file(const char *path, void **bytes, size_t *n)
     return DSTACK_OK;
 }
 
-static dstack_status load_graph(const dstack_model_desc *d, ds_graph **g)
+static dstack_status load_graph(const dstack_model_desc *d, uint64_t memory_budget, ds_graph **g)
 {
     switch (d->source) {
     case DSTACK_SOURCE_ZOO: {
@@ -91,7 +92,7 @@ static dstack_status load_graph(const dstack_model_desc *d, ds_graph **g)
         dstack_status st = read_file(d->path, &bytes, &n);
         if (st != DSTACK_OK)
             return st;
-        st = ds_onnx_import(bytes, n, g);
+        st = ds_onnx_import_budget(bytes, n, memory_budget, g);
         free(bytes);
         if (st != DSTACK_OK)
             ds_fail_prefix(st, "%s: ", d->path);
@@ -100,7 +101,7 @@ static dstack_status load_graph(const dstack_model_desc *d, ds_graph **g)
     case DSTACK_SOURCE_ONNX_BYTES:
         if (!d->bytes || d->n_bytes == 0)
             return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.bytes is NULL or desc.n_bytes is 0");
-        return ds_onnx_import(d->bytes, d->n_bytes, g);
+        return ds_onnx_import_budget(d->bytes, d->n_bytes, memory_budget, g);
     }
     return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.source %d is not a dstack_model_source", (int)d->source);
 }
@@ -186,9 +187,68 @@ void ds_api_model_free(dstack_ctx *ctx, api_model *am)
     free(am);
 }
 
+/* The work budget: the sum of every node's counted work against
+ * options.max_request_ops, naming the node that costs most. */
+static dstack_status check_work(const dstack_options *o, const ds_graph *g, uint64_t work)
+{
+    if (work <= o->max_request_ops)
+        return DSTACK_OK;
+    uint32_t worst = 0;
+    uint64_t worst_work = 0;
+    for (uint32_t i = 0; i < g->n_nodes; i++) {
+        uint64_t w = ds_graph_node_work(g, &g->nodes[i]);
+        if (w > worst_work) {
+            worst_work = w;
+            worst = i;
+        }
+    }
+    const ds_node *n = &g->nodes[worst];
+    return ds_fail(DSTACK_ERR_RESOURCE_LIMIT, "model '%s' needs %.3g ops per request, over "
+                   "options.max_request_ops (%.3g); the costliest is node %u '%s' (%s) with %.3g",
+                   g->name, (double)work, (double)o->max_request_ops, worst, n->name,
+                   ds_op_name(n->op), (double)worst_work);
+}
+
+/* The memory budget, before any backend allocates: the weights plus the
+ * largest single activation at max_batch are a floor every backend needs.
+ * What remains is the plan's budget (the cpu backend checks its exact arena
+ * against it before allocating). */
+static dstack_status check_memory(const dstack_options *o, const ds_graph *g, uint32_t max_batch,
+                                  uint64_t *plan_budget)
+{
+    uint64_t weights = ds_graph_param_count(g) * sizeof(float);
+    uint64_t batch = g->batchable ? max_batch : 1, largest = 0;
+    uint32_t at = UINT32_MAX;
+    for (uint32_t i = 0; i < g->n_nodes; i++) {
+        uint64_t b = (uint64_t)ds_tensor_numel(&g->tensors[g->nodes[i].output]) * sizeof(float);
+        if (b > largest) {
+            largest = b;
+            at = i;
+        }
+    }
+    uint64_t limit = o->max_model_memory_bytes;
+    if (weights > limit)
+        return ds_fail(DSTACK_ERR_RESOURCE_LIMIT, "model '%s' has %llu bytes of weights, over "
+                       "options.max_model_memory_bytes (%llu)", g->name,
+                       (unsigned long long)weights, (unsigned long long)limit);
+    if (at != UINT32_MAX && largest > (limit - weights) / batch) {
+        const ds_node *n = &g->nodes[at];
+        return ds_fail(DSTACK_ERR_RESOURCE_LIMIT, "model '%s': node %u '%s' (%s) writes %llu bytes "
+                       "per request, %llu at batch %llu, which with %llu bytes of weights is over "
+                       "options.max_model_memory_bytes (%llu)", g->name, at, n->name,
+                       ds_op_name(n->op), (unsigned long long)largest,
+                       (unsigned long long)(largest * batch), (unsigned long long)batch,
+                       (unsigned long long)weights, (unsigned long long)limit);
+    }
+    *plan_budget = limit == UINT64_MAX ? 0 : limit - weights;
+    if (limit != UINT64_MAX && *plan_budget == 0)
+        *plan_budget = 1;
+    return DSTACK_OK;
+}
+
 static dstack_status build_model(dstack_ctx *ctx, const dstack_model_desc *d, api_model *am, uint32_t *units)
 {
-    dstack_status st = load_graph(d, &am->graph);
+    dstack_status st = load_graph(d, ctx->opts.max_model_memory_bytes, &am->graph);
     if (st != DSTACK_OK)
         return st;
     if ((st = ds_graph_fold(am->graph)) != DSTACK_OK)
@@ -206,11 +266,15 @@ static dstack_status build_model(dstack_ctx *ctx, const dstack_model_desc *d, ap
         return st;
     info->param_count = ds_graph_param_count(g);
     info->flops_per_request = ds_graph_flops(g);
+    uint64_t plan_budget = 0;
+    if ((st = check_work(&ctx->opts, g, info->flops_per_request)) ||
+        (st = check_memory(&ctx->opts, g, d->max_batch, &plan_budget)))
+        return st;
     info->max_batch = d->max_batch;
     info->slo_us = d->slo_us;
     info->precision = d->precision;
     choose_share_and_batch(&ctx->exec->device, d, am, units);
-    ds_plan_options po = {d->max_batch, d->precision};
+    ds_plan_options po = {d->max_batch, d->precision, plan_budget};
     return ctx->exec->ops->plan_create(ctx->exec, g, &po, &am->plan);
 }
 
@@ -229,7 +293,7 @@ DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_mod
         return st;
     if (ds_sched_is_shut_down(ctx->sched))
         return ds_fail(DSTACK_ERR_SHUTTING_DOWN, "the context is shutting down");
-    api_model *am = calloc(1, sizeof *am);
+    api_model *am = ds_calloc(1, sizeof *am);
     if (!am)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for a model");
     dstack_model_info_init(&am->info);

@@ -39,6 +39,8 @@ typedef struct ds_device_info {
 typedef struct ds_plan_options {
     uint32_t max_batch;        /* plans must accept every batch 1..max_batch */
     dstack_precision precision;
+    uint64_t max_memory_bytes; /* device/host memory the plan may take; 0 = no limit.
+                                  Over it: RESOURCE_LIMIT before allocating */
 } ds_plan_options;
 
 /* One batch: `batch` requests, each with the graph's inputs and outputs.

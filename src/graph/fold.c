@@ -14,6 +14,7 @@
 
 #include "graph/graph.h"
 #include "util/error.h"
+#include "util/fault.h"
 
 typedef struct fold_state {
     ds_graph *g;
@@ -78,8 +79,8 @@ static dstack_status fold_batchnorm(fold_state *s, uint32_t i)
 
     const ds_tensor *w = &g->tensors[wid];
     int64_t M = w->dims[0], per = ds_tensor_numel(w) / M;
-    float *nw = malloc((size_t)(M * per) * sizeof *nw);
-    float *nb = malloc((size_t)M * sizeof *nb);
+    float *nw = ds_malloc((size_t)(M * per) * sizeof *nw);
+    float *nb = ds_malloc((size_t)M * sizeof *nb);
     if (!nw || !nb) {
         free(nw);
         free(nb);
@@ -99,7 +100,7 @@ static dstack_status fold_batchnorm(fold_state *s, uint32_t i)
     int64_t wdims[DS_MAX_RANK];
     uint32_t wrank = w->rank;
     memcpy(wdims, w->dims, sizeof wdims);
-    char *wname = malloc(strlen(w->name) + 16), *bname = malloc(strlen(w->name) + 16);
+    char *wname = ds_malloc(strlen(w->name) + 16), *bname = ds_malloc(strlen(w->name) + 16);
     if (!wname || !bname) {
         free(wname);
         free(bname);
@@ -201,8 +202,8 @@ static bool tensor_kept(const fold_state *s, uint32_t id)
 static dstack_status compact(fold_state *s)
 {
     ds_graph *g = s->g;
-    uint32_t *tmap = malloc((size_t)g->n_tensors * sizeof *tmap);
-    uint32_t *nmap = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *nmap);
+    uint32_t *tmap = ds_malloc((size_t)g->n_tensors * sizeof *tmap);
+    uint32_t *nmap = ds_malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *nmap);
     if (!tmap || !nmap) {
         free(tmap);
         free(nmap);
@@ -257,8 +258,8 @@ dstack_status ds_graph_fold(ds_graph *g)
     fold_state s = {.g = g};
     /* Each BN fold adds two constants: reserve room for them. */
     s.cap = g->n_tensors + 2 * g->n_nodes + 1;
-    s.readers = calloc(s.cap, sizeof *s.readers);
-    s.dead = calloc(g->n_nodes + 1, sizeof *s.dead);
+    s.readers = ds_calloc(s.cap, sizeof *s.readers);
+    s.dead = ds_calloc(g->n_nodes + 1, sizeof *s.dead);
     if (!s.readers || !s.dead) {
         free(s.readers);
         free(s.dead);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "util/error.h"
+#include "util/fault.h"
 
 /* ---- building ---- */
 
@@ -22,7 +23,7 @@ static char *dup_str(const char *s)
     if (!s)
         s = "";
     size_t n = strlen(s) + 1;
-    char *d = malloc(n);
+    char *d = ds_malloc(n);
     if (d)
         memcpy(d, s, n);
     return d;
@@ -30,7 +31,7 @@ static char *dup_str(const char *s)
 
 ds_graph *ds_graph_new(const char *name)
 {
-    ds_graph *g = calloc(1, sizeof *g);
+    ds_graph *g = ds_calloc(1, sizeof *g);
     if (!g)
         return NULL;
     g->name = dup_str(name);
@@ -78,7 +79,7 @@ static bool grow_array(void **array, uint32_t *cap, uint32_t used, size_t elem_s
     if (used < *cap)
         return true;
     uint32_t new_cap = *cap ? *cap * 2 : 32;
-    void *grown = realloc(*array, (size_t)new_cap * elem_size);
+    void *grown = ds_realloc(*array, (size_t)new_cap * elem_size);
     if (!grown)
         return false;
     *array = grown;
@@ -1012,24 +1013,62 @@ uint64_t ds_graph_param_count(const ds_graph *g)
     return n;
 }
 
-static uint64_t node_flops(const ds_graph *g, const ds_node *n)
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+    return a && b > UINT64_MAX / a ? UINT64_MAX : a * b;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return b > UINT64_MAX - a ? UINT64_MAX : a + b;
+}
+
+/* Taps visited along one axis, summed over the `out` window positions. */
+static uint64_t axis_taps(int64_t out, int64_t in, uint32_t k, uint32_t s, uint32_t d, uint32_t pad)
+{
+    uint64_t sum = 0;
+    int64_t unused;
+    for (int64_t o = 0; o < out; o++)
+        sum += (uint64_t)ds_window_taps(o * (int64_t)s - pad, k, d, 0, in, &unused);
+    return sum;
+}
+
+uint64_t ds_graph_node_work(const ds_graph *g, const ds_node *n)
 {
     const ds_tensor *out = &g->tensors[n->output];
     uint64_t on = (uint64_t)ds_tensor_numel(out);
+    const ds_op_attrs *a = &n->attrs;
     switch (n->op) {
     case DS_OP_CONV: {
         const ds_tensor *w = &g->tensors[n->inputs[1]];
         /* Each output element: C/group * kH * kW multiply-adds. */
-        return 2ull * on * (uint64_t)(w->dims[1] * w->dims[2] * w->dims[3]);
+        return sat_mul(2ull * on, (uint64_t)(w->dims[1] * w->dims[2] * w->dims[3]));
     }
     case DS_OP_GEMM: {
         const ds_tensor *A = &g->tensors[n->inputs[0]];
-        uint64_t K = (uint64_t)(n->attrs.trans_a ? A->dims[0] : A->dims[1]);
-        return 2ull * on * K;
+        uint64_t K = (uint64_t)(a->trans_a ? A->dims[0] : A->dims[1]);
+        return sat_mul(2ull * on, K);
     }
     case DS_OP_MATMUL: {
         const ds_tensor *A = &g->tensors[n->inputs[0]];
-        return 2ull * on * (uint64_t)A->dims[A->rank - 1];
+        return sat_mul(2ull * on, (uint64_t)A->dims[A->rank - 1]);
+    }
+    case DS_OP_MAXPOOL:
+    case DS_OP_AVGPOOL: {
+        const ds_tensor *x = &g->tensors[n->inputs[0]];
+        uint64_t th = axis_taps(out->dims[2], x->dims[2], a->kernel[0], a->stride[0],
+                                a->dilation[0], a->pads[0]);
+        uint64_t tw = axis_taps(out->dims[3], x->dims[3], a->kernel[1], a->stride[1],
+                                a->dilation[1], a->pads[1]);
+        uint64_t planes = (uint64_t)(out->dims[0] * out->dims[1]);
+        return sat_add(sat_mul(planes, sat_mul(th, tw)), on);
+    }
+    case DS_OP_GLOBAL_AVGPOOL:
+    case DS_OP_GLOBAL_MAXPOOL:
+        return (uint64_t)ds_tensor_numel(&g->tensors[n->inputs[0]]);
+    case DS_OP_LRN: {
+        uint64_t C = (uint64_t)out->dims[1];
+        return sat_mul(on, 2ull * (a->size < C ? a->size : C) + 1);
     }
     default:
         return on;
@@ -1040,7 +1079,7 @@ uint64_t ds_graph_flops(const ds_graph *g)
 {
     uint64_t f = 0;
     for (uint32_t i = 0; i < g->n_nodes; i++)
-        f += node_flops(g, &g->nodes[i]);
+        f = sat_add(f, ds_graph_node_work(g, &g->nodes[i]));
     return f;
 }
 

@@ -26,6 +26,7 @@
 #define DS_GRAPH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dstack.h"
@@ -183,10 +184,29 @@ dstack_status ds_graph_fold(ds_graph *g);
 
 int64_t ds_tensor_numel(const ds_tensor *t);       /* product of dims */
 uint64_t ds_graph_param_count(const ds_graph *g);  /* floats in constants */
-uint64_t ds_graph_flops(const ds_graph *g);        /* per request, 2 x MACs for conv/gemm/matmul, 1/elem otherwise */
+/* The work of one request, counted as the cpu executor does it: 2 x MACs
+ * for Conv/Gemm/MatMul, the taps each window really visits for the pools
+ * (clipped to the input) and LRN, 1 per element otherwise. Saturates at
+ * UINT64_MAX. ds_graph_node_work is one node's share. */
+uint64_t ds_graph_flops(const ds_graph *g);
+uint64_t ds_graph_node_work(const ds_graph *g, const ds_node *n);
 const char *ds_op_name(ds_op_kind op);             /* "Conv", ... */
 /* A tensor id by name, or DS_TENSOR_NONE. */
 uint32_t ds_graph_find_tensor(const ds_graph *g, const char *name);
+
+/* The taps i in [0, k) of a window starting at `start` with step d that land
+ * in [lo, hi): i in [*first, *first + result). O(1), so a 65535-wide window
+ * over a 1-pixel input costs one tap, not 65535 bound checks. */
+static inline int64_t ds_window_taps(int64_t start, int64_t k, int64_t d, int64_t lo, int64_t hi,
+                                     int64_t *first)
+{
+    int64_t f = start >= lo ? 0 : (lo - start + d - 1) / d;
+    int64_t e = start >= hi ? 0 : (hi - 1 - start) / d + 1;
+    if (e > k)
+        e = k;
+    *first = f;
+    return e > f ? e - f : 0;
+}
 
 /* ---- the built-in zoo (zoo.c) ---- */
 
@@ -210,6 +230,11 @@ const char *const *ds_zoo_names(void);
  * the batch). Statuses: PARSE, UNSUPPORTED_OP, UNSUPPORTED_TYPE, SHAPE,
  * EXTERNAL_DATA, OUT_OF_MEMORY; the message names node, op and reason. */
 dstack_status ds_onnx_import(const void *bytes, size_t n_bytes, ds_graph **out);
+/* The same, holding at most min(8 x n_bytes + 64 MiB, memory_budget) bytes
+ * while unpacking (RESOURCE_LIMIT beyond), and refusing messages nested
+ * deeper than 64 (PARSE). ds_onnx_import has no memory_budget of its own. */
+dstack_status ds_onnx_import_budget(const void *bytes, size_t n_bytes, uint64_t memory_budget,
+                                    ds_graph **out);
 /* Serialize a finalized graph as an ONNX model (opset 13, dynamic batch
  * when batchable). *bytes is malloc'd, the caller frees it. */
 dstack_status ds_onnx_export(const ds_graph *g, void **bytes, size_t *n_bytes);

@@ -6,6 +6,8 @@
 #ifndef DS_GRAPH_ONNX_UTIL_H
 #define DS_GRAPH_ONNX_UTIL_H
 
+#include <stdint.h>
+
 /* Oldest default-domain opset accepted as a whole. Some ops (Conv, the
  * global pools, MatMul, ...) are unchanged since opset 1 and are accepted
  * from older opsets too; see the op table in onnx_import.c. */
@@ -28,5 +30,8 @@
 /* Largest single dimension of a graph input; the element bound above
  * usually refuses first, this one names the dimension that is too large. */
 #define DS_ONNX_MAX_DIM ((int64_t)1 << 31)
+
+/* Bytes unpacking may hold beyond 8x the file size (see parse_budget). */
+#define DS_ONNX_PARSE_SLACK ((uint64_t)64 << 20)
 
 #endif

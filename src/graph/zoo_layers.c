@@ -6,6 +6,7 @@
 
 #include "graph/zoo_build.h"
 #include "util/error.h"
+#include "util/fault.h"
 
 #define ZB_NAME_LEN 192
 
@@ -70,7 +71,7 @@ static uint32_t zb_const(ds_zb *b, const char *layer, const char *suffix, uint32
     size_t n = 1;
     for (uint32_t i = 0; i < rank; i++)
         n *= (size_t)dims[i];
-    float *w = malloc(n * sizeof *w);
+    float *w = ds_malloc(n * sizeof *w);
     if (!w) {
         b->st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "zoo '%s': %zu bytes for weights '%s'", b->name,
                         n * sizeof *w, name);
@@ -296,7 +297,7 @@ ds_zt ds_zb_adaptive_avgpool(ds_zb *b, ds_zt x, const char *name, uint32_t targe
 
     /* P[(y*w + x), (i*t + j)] = 1/area of bin (i, j) when pixel (y, x) is in it. */
     size_t hw = (size_t)x.h * x.w, tt = (size_t)target * target;
-    float *p = calloc(hw * tt, sizeof *p);
+    float *p = ds_calloc(hw * tt, sizeof *p);
     if (!p) {
         b->st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "zoo '%s': pooling matrix of layer '%s'", b->name,
                         name);

@@ -11,6 +11,7 @@
 
 #include "exec/cpu/cpu_ops.h"
 #include "util/error.h"
+#include "util/fault.h"
 
 struct ds_cpu_pool {
     uint32_t threads;
@@ -72,17 +73,17 @@ dstack_status ds_cpu_pool_create(uint32_t threads, ds_cpu_pool **out)
 {
     if (threads == 0)
         threads = 1;
-    ds_cpu_pool *p = calloc(1, sizeof *p);
+    ds_cpu_pool *p = ds_calloc(1, sizeof *p);
     if (!p)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "cpu: no memory for the worker pool");
     p->threads = threads;
     p->n_scratch = threads;
-    p->scratch = calloc(threads, sizeof *p->scratch);
-    p->tids = calloc(threads, sizeof *p->tids);
+    p->scratch = ds_calloc(threads, sizeof *p->scratch);
+    p->tids = ds_calloc(threads, sizeof *p->tids);
     if (!p->scratch || !p->tids)
         goto oom;
     for (uint32_t i = 0; i < threads; i++) {
-        p->scratch[i] = aligned_alloc(64, DS_SGEMM_SCRATCH_FLOATS * sizeof(float));
+        p->scratch[i] = ds_aligned_alloc(64, DS_SGEMM_SCRATCH_FLOATS * sizeof(float));
         if (!p->scratch[i])
             goto oom;
     }
@@ -93,12 +94,12 @@ dstack_status ds_cpu_pool_create(uint32_t threads, ds_cpu_pool **out)
     atomic_init(&p->next, 0);
     uint32_t started = 1;
     for (; started < threads; started++) {
-        worker_arg *wa = malloc(sizeof *wa);
+        worker_arg *wa = ds_malloc(sizeof *wa);
         if (!wa)
             break;
         wa->pool = p;
         wa->index = started;
-        if (pthread_create(&p->tids[started], NULL, worker_main, wa) != 0) {
+        if (ds_thread_create(&p->tids[started], NULL, worker_main, wa) != 0) {
             free(wa);
             break;
         }
