@@ -77,7 +77,7 @@ EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 TEST_LIBS := -lcmocka $(LIBS)
 
 .PHONY: all lib check test sanitize tsan examples install uninstall clean bench demo fuzz fuzz-smoke \
-        fuzz-build soak
+        fuzz-build soak bench-tools
 all: lib
 lib: $(SHARED) $(STATIC)
 
@@ -214,3 +214,13 @@ clean:
 	rm -rf build lib/libdstack.* tests/onnx_conformance
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# Bench tools: bench/<name>.c -> $(BUILD)/bench/<name>, against the static
+# library and its internal headers (make bench builds and runs them).
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+$(BUILD)/bench/%: bench/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) $(LIBS)
+bench-tools: $(BENCH_BIN)
+bench: bench-tools

@@ -27,4 +27,7 @@ models=${DSTACK_ORACLE_MODELS:-resnet18,resnet34,resnet50,resnet101,mobilenet_v2
     fi
 } 2>&1 | tee "$out"
 echo "results: $out"
+# the simulated GPU against the H100 measurements (last line: the summary)
+BUILD=${BUILD:-build}
+"$BUILD/bench/sim_calibration" | tee bench/results/sim-calibration.txt
 ! grep -q '^FAIL' "$out"

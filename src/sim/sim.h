@@ -54,6 +54,7 @@ typedef struct ds_sim_device {
     double sm_mem_bw;         /* bytes/s one SM can pull on its own */
     double launch_gap_ns;     /* per kernel, serial with the kernel */
     double batch_overhead_ns; /* per batch: copies in/out, host callback */
+    double host_bw;           /* bytes/s of request data in and out (page-locked) */
 } ds_sim_device;
 
 /* The H100 SXM as measured; `partitioning` GREEN_CTX/AUTO or NONE (MPS is
@@ -76,7 +77,9 @@ dstack_status ds_sim_kernels(const ds_graph *g, uint32_t batch, const ds_sim_dev
                              ds_sim_kernel **out, uint32_t *n_out);
 
 /* Modeled time of the kernel list alone on `sms` SMs, in ns, including
- * launch gaps and the per-batch overhead. */
+ * launch gaps and the fixed per-batch overhead (batch_overhead_ns; the
+ * request copies, bytes / host_bw, are added by ds_sim_batch_time_ns in
+ * kernels.h, which needs the graph's request bytes). */
 uint64_t ds_sim_kernels_time_ns(const ds_sim_kernel *k, uint32_t n, uint32_t sms,
                                 const ds_sim_device *dev);
 
@@ -99,9 +102,9 @@ void ds_sim_exec_advance(ds_executor *ex, uint64_t t_ns);
 
 /* Ideal mode (the `ideal` policy's device, sim only): every batch runs on
  * the pool of all sm_count SMs whatever partition it was given; at every
- * instant each running kernel gets the SMs it can use (its remaining blocks
- * / blocks_per_sm, as a real number: no wave quantization, no partition
- * granularity), shared by water-filling when the kernels want more than the
+ * instant each running kernel gets the SMs it can use (one per block: blocks
+ * are throughput-bound, kernels.h; as a real number: no wave quantization,
+ * no partition granularity), shared by water-filling when the kernels want more than the
  * device has. Memory contention and launch gaps as in normal mode. Set it
  * before any run. */
 void ds_sim_exec_set_ideal(ds_executor *ex, bool ideal);
