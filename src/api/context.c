@@ -7,6 +7,7 @@
 #include "api/api_internal.h"
 #include "util/clock.h"
 #include "util/error.h"
+#include "util/log.h"
 
 #define MAX_QUEUE_CAPACITY (1u << 20)
 
@@ -50,6 +51,7 @@ DSTACK_API void dstack_options_init(dstack_options *o)
     o->policy = DSTACK_POLICY_DSTACK;
     o->queue_capacity = 1024;
     o->sim_sm_count = 132;
+    o->log_level = DSTACK_LOG_INFO;
 }
 
 static dstack_status check_options(const dstack_options *o)
@@ -64,6 +66,9 @@ static dstack_status check_options(const dstack_options *o)
     if (o->queue_capacity == 0 || o->queue_capacity > MAX_QUEUE_CAPACITY)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.queue_capacity must be 1..%u, got %u",
                        MAX_QUEUE_CAPACITY, o->queue_capacity);
+    if ((unsigned)o->log_level > DSTACK_LOG_OFF)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.log_level %d is not a dstack_log_level",
+                       (int)o->log_level);
     if (o->device < 0)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.device must be >= 0, got %d", o->device);
     return DSTACK_OK;
@@ -122,6 +127,18 @@ static dstack_status choose_policy(dstack_ctx *ctx)
     return ds_fail(DSTACK_ERR_UNSUPPORTED, "policy %d is not implemented yet", (int)p);
 }
 
+static void log_backend_choice(const dstack_ctx *ctx)
+{
+    static const char *const backends[] = {"auto", "cpu", "cuda", "sim"};
+    static const char *const partitionings[] = {"auto", "green contexts", "mps", "none"};
+    const ds_device_info *d = &ctx->exec->device;
+    ds_log(&ctx->log, DSTACK_LOG_INFO,
+           "backend %s on '%s': %u SMs, %u units of %u SMs, partitioning %s; policy %s%s%s",
+           backends[ctx->backend], d->name, d->sm_count, d->n_units, d->unit_sms,
+           (unsigned)d->partitioning <= DSTACK_PARTITION_NONE ? partitionings[d->partitioning] : "?",
+           ctx->policy->name, ctx->note[0] ? "; " : "", ctx->note);
+}
+
 DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx **out)
 {
     ds_error_clear();
@@ -135,6 +152,9 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
     if (st == DSTACK_OK)
         st = check_options(&ctx->opts);
     if (st == DSTACK_OK)
+        ds_logger_init(&ctx->log, ctx->opts.log_fn, ctx->opts.log_user, ctx->opts.log_level,
+                       getenv("DSTACK_LOG"));
+    if (st == DSTACK_OK)
         st = open_backend(ctx);
     if (st == DSTACK_OK)
         st = choose_policy(ctx);
@@ -143,11 +163,13 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
         st = ds_sched_create(&sc, &ctx->sched);
     }
     if (st != DSTACK_OK) {
+        ds_log(&ctx->log, DSTACK_LOG_ERROR, "dstack_create: %s", ds_error_message());
         if (ctx->exec)
             ctx->exec->ops->destroy(ctx->exec);
         free(ctx);
         return st;
     }
+    log_backend_choice(ctx);
     pthread_mutex_init(&ctx->register_lock, NULL);
     *out = ctx;
     return DSTACK_OK;

@@ -25,7 +25,8 @@ class Options(C.Structure):
     _fields_ = [("struct_size", C.c_size_t), ("backend", C.c_int), ("device", C.c_int),
                 ("partitioning", C.c_int), ("policy", C.c_int),
                 ("queue_capacity", C.c_uint32), ("cpu_threads", C.c_uint32),
-                ("sim_sm_count", C.c_uint32)]
+                ("sim_sm_count", C.c_uint32),
+                ("log_fn", C.c_void_p), ("log_user", C.c_void_p), ("log_level", C.c_int)]
 
 
 class ModelDesc(C.Structure):
