@@ -119,6 +119,40 @@ typedef enum dstack_policy {
     DSTACK_POLICY_IDEAL = 4           /* sim only: each kernel gets exactly its SMs */
 } dstack_policy;
 
+/* Log levels, least to most severe. What the library logs at each:
+ *   DEBUG  detail for whoever debugs libdstack: every profiling measurement
+ *          (model, batch, share, latency), cache keys and paths, per-layer
+ *          plan and algorithm choices.
+ *   INFO   one line per notable step: the backend, device and policy chosen
+ *          by dstack_create; a model's registration progress (plans built,
+ *          profiling step n of m, profile cache hit or miss); its knee,
+ *          batch size and predicted latency; a re-plan after the arrival
+ *          rate changed.
+ *   WARN   degraded but working: a fallback (auto chose cpu, a partitioning
+ *          mode unavailable), a cache entry ignored (stale, corrupt) or not
+ *          written, an SLO that no batch size can meet.
+ *   ERROR  a call is about to fail: the same text dstack_last_error() gives.
+ *   OFF    as a minimum level: nothing. */
+typedef enum dstack_log_level {
+    DSTACK_LOG_DEBUG = 0,
+    DSTACK_LOG_INFO = 1,
+    DSTACK_LOG_WARN = 2,
+    DSTACK_LOG_ERROR = 3,
+    DSTACK_LOG_OFF = 4
+} dstack_log_level;
+
+/* Longest message passed to a log callback, NUL included; longer ones are
+ * cut and end in "...". */
+#define DSTACK_LOG_MAX_MESSAGE 512
+
+/* A log sink: `msg` is one line without a newline, valid during the call
+ * only. Called from whichever library thread logs, possibly several at once:
+ * it must be thread-safe, return quickly and not call into libdstack. */
+typedef void (*dstack_log_fn)(void *user, dstack_log_level level, const char *msg);
+
+/* A ready-made sink: "libdstack: LEVEL: msg" and a newline on stderr. */
+DSTACK_API void dstack_log_stderr(void *user, dstack_log_level level, const char *msg);
+
 typedef struct dstack_options {
     size_t struct_size;               /* set by dstack_options_init */
     dstack_backend backend;           /* default AUTO */
@@ -143,6 +177,13 @@ typedef struct dstack_options {
                                          dstack_model_info.flops_per_request (pool
                                          windows included). Default 10^12 (VGG-19 at
                                          224x224 is 4 x 10^10) */
+    /* Logging. The library never prints on its own: with log_fn NULL (the
+     * default) it is silent, unless the environment variable DSTACK_LOG is
+     * set to debug, info, warn or error when the context is created, which
+     * sends that level and above to stderr (dstack_log_stderr). */
+    dstack_log_fn log_fn;             /* default NULL */
+    void *log_user;                   /* passed to log_fn as is */
+    dstack_log_level log_level;       /* least severe level passed to log_fn, default INFO */
 } dstack_options;
 
 /* Fill *options with the defaults above. */

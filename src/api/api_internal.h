@@ -11,6 +11,7 @@
 #include "exec/exec.h"
 #include "graph/graph.h"
 #include "sched/sched.h"
+#include "util/log.h"
 
 struct dstack_ctx {
     dstack_options opts;
@@ -24,7 +25,14 @@ struct dstack_ctx {
      * register_lock for as long as building the plans takes). */
     pthread_mutex_t models_lock;
     char note[256];
+    ds_logger log;                    /* set at create, immutable after */
 };
+
+/* The context's logger for ds_log (NULL ctx: NULL, which logs nothing). */
+static inline const ds_logger *ds_ctx_logger(const dstack_ctx *ctx)
+{
+    return ctx ? &ctx->log : NULL;
+}
 
 /* The API layer's data for a model: the sched's `owner` pointer. Immutable
  * after registration, so info queries read it without locks. */

@@ -12,6 +12,7 @@
 #include "util/clock.h"
 #include "util/error.h"
 #include "util/fault.h"
+#include "util/log.h"
 
 #define MAX_QUEUE_CAPACITY (1u << 20)
 
@@ -28,6 +29,7 @@ DSTACK_API void dstack_options_init(dstack_options *o)
     o->sim_sm_count = 132;
     o->max_model_memory_bytes = (uint64_t)4 << 30;
     o->max_request_ops = 1000000000000ull;
+    o->log_level = DSTACK_LOG_INFO;
 }
 
 static dstack_status check_options(const dstack_options *o)
@@ -45,6 +47,9 @@ static dstack_status check_options(const dstack_options *o)
     if (o->max_model_memory_bytes == 0 || o->max_request_ops == 0)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.max_model_memory_bytes and "
                        "options.max_request_ops must be > 0 (UINT64_MAX for no limit)");
+    if ((unsigned)o->log_level > DSTACK_LOG_OFF)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.log_level %d is not a dstack_log_level",
+                       (int)o->log_level);
     if (o->device < 0)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.device must be >= 0, got %d", o->device);
     return DSTACK_OK;
@@ -98,6 +103,18 @@ static dstack_status choose_policy(dstack_ctx *ctx)
     return DSTACK_OK;
 }
 
+static void log_backend_choice(const dstack_ctx *ctx)
+{
+    static const char *const backends[] = {"auto", "cpu", "cuda", "sim"};
+    static const char *const partitionings[] = {"auto", "green contexts", "mps", "none"};
+    const ds_device_info *d = &ctx->exec->device;
+    ds_log(&ctx->log, DSTACK_LOG_INFO,
+           "backend %s on '%s': %u SMs, %u units of %u SMs, partitioning %s; policy %s%s%s",
+           backends[ctx->backend], d->name, d->sm_count, d->n_units, d->unit_sms,
+           (unsigned)d->partitioning <= DSTACK_PARTITION_NONE ? partitionings[d->partitioning] : "?",
+           ctx->policy->name, ctx->note[0] ? "; " : "", ctx->note);
+}
+
 DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx **out)
 {
     ds_error_clear();
@@ -111,6 +128,9 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
     if (st == DSTACK_OK)
         st = check_options(&ctx->opts);
     if (st == DSTACK_OK)
+        ds_logger_init(&ctx->log, ctx->opts.log_fn, ctx->opts.log_user, ctx->opts.log_level,
+                       getenv("DSTACK_LOG"));
+    if (st == DSTACK_OK)
         st = open_backend(ctx);
     if (st == DSTACK_OK)
         st = choose_policy(ctx);
@@ -119,11 +139,13 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
         st = ds_sched_create(&sc, &ctx->sched);
     }
     if (st != DSTACK_OK) {
+        ds_log(&ctx->log, DSTACK_LOG_ERROR, "dstack_create: %s", ds_error_message());
         if (ctx->exec)
             ctx->exec->ops->destroy(ctx->exec);
         free(ctx);
         return st;
     }
+    log_backend_choice(ctx);
     pthread_mutex_init(&ctx->register_lock, NULL);
     pthread_mutex_init(&ctx->models_lock, NULL);
     *out = ctx;

@@ -26,7 +26,8 @@ class Options(C.Structure):
                 ("partitioning", C.c_int), ("policy", C.c_int),
                 ("queue_capacity", C.c_uint32), ("cpu_threads", C.c_uint32),
                 ("sim_sm_count", C.c_uint32), ("max_model_memory_bytes", C.c_uint64),
-                ("max_request_ops", C.c_uint64)]
+                ("max_request_ops", C.c_uint64),
+                ("log_fn", C.c_void_p), ("log_user", C.c_void_p), ("log_level", C.c_int)]
 
 
 class ModelDesc(C.Structure):

@@ -1,0 +1,181 @@
+/* api_log.c - the log callback through the public header: silent by
+ * default, the callback gets the levels asked for and no others, stderr only
+ * when the user asks (DSTACK_LOG or dstack_log_stderr). */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dstack.h"
+
+typedef struct log_capture {
+    pthread_mutex_t lock;
+    int n, n_below_min;
+    dstack_log_level min;
+    char first[DSTACK_LOG_MAX_MESSAGE];
+} log_capture;
+
+static void capture_fn(void *user, dstack_log_level level, const char *msg)
+{
+    log_capture *c = user;
+    pthread_mutex_lock(&c->lock);
+    if (level < c->min)
+        c->n_below_min++;
+    if (c->n++ == 0)
+        snprintf(c->first, sizeof c->first, "%s", msg);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static dstack_status create_cpu(dstack_options *o, dstack_ctx **ctx)
+{
+    o->backend = DSTACK_BACKEND_CPU;
+    o->cpu_threads = 1;
+    return dstack_create(o, ctx);
+}
+
+/* Runs create + destroy with fd 2 sent to a file; returns the bytes written
+ * to stderr meanwhile. */
+static long stderr_bytes_during_create(dstack_options *o)
+{
+    char path[] = "/tmp/dstack_api_log.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    dstack_ctx *ctx = NULL;
+    dstack_status st = create_cpu(o, &ctx);
+    dstack_destroy(ctx);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    struct stat sb;
+    fstat(fd, &sb);
+    close(fd);
+    unlink(path);
+    assert_int_equal(st, DSTACK_OK);
+    return (long)sb.st_size;
+}
+
+static void test_log_defaults_are_silent(void **unused)
+{
+    (void)unused;
+    dstack_options o;
+    dstack_options_init(&o);
+    assert_null(o.log_fn);
+    assert_null(o.log_user);
+    assert_int_equal(o.log_level, DSTACK_LOG_INFO);
+    unsetenv("DSTACK_LOG");
+    assert_int_equal(stderr_bytes_during_create(&o), 0);
+}
+
+static void test_log_callback_gets_the_backend_choice_at_info(void **unused)
+{
+    (void)unused;
+    log_capture c = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = DSTACK_LOG_INFO};
+    dstack_options o;
+    dstack_options_init(&o);
+    o.log_fn = capture_fn;
+    o.log_user = &c;
+    o.log_level = DSTACK_LOG_INFO;
+    dstack_ctx *ctx = NULL;
+    assert_int_equal(create_cpu(&o, &ctx), DSTACK_OK);
+    dstack_destroy(ctx);
+    assert_true(c.n >= 1);
+    assert_int_equal(c.n_below_min, 0);
+    assert_non_null(strstr(c.first, "backend cpu"));
+}
+
+static void test_log_callback_gets_nothing_below_its_level(void **unused)
+{
+    (void)unused;
+    for (int min = DSTACK_LOG_WARN; min <= DSTACK_LOG_OFF; min++) {
+        log_capture c = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = (dstack_log_level)min};
+        dstack_options o;
+        dstack_options_init(&o);
+        o.log_fn = capture_fn;
+        o.log_user = &c;
+        o.log_level = (dstack_log_level)min;
+        dstack_ctx *ctx = NULL;
+        assert_int_equal(create_cpu(&o, &ctx), DSTACK_OK);
+        dstack_destroy(ctx);
+        assert_int_equal(c.n, 0); /* a healthy cpu context warns about nothing */
+    }
+    /* DEBUG passes INFO too. */
+    log_capture d = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = DSTACK_LOG_DEBUG};
+    dstack_options o;
+    dstack_options_init(&o);
+    o.log_fn = capture_fn;
+    o.log_user = &d;
+    o.log_level = DSTACK_LOG_DEBUG;
+    dstack_ctx *ctx = NULL;
+    assert_int_equal(create_cpu(&o, &ctx), DSTACK_OK);
+    dstack_destroy(ctx);
+    assert_true(d.n >= 1);
+}
+
+static void test_log_failed_create_logs_an_error(void **unused)
+{
+    (void)unused;
+    log_capture c = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = DSTACK_LOG_ERROR};
+    dstack_options o;
+    dstack_options_init(&o);
+    o.log_fn = capture_fn;
+    o.log_user = &c;
+    o.log_level = DSTACK_LOG_ERROR;
+    o.policy = DSTACK_POLICY_IDEAL; /* refused: ideal exists only on sim */
+    dstack_ctx *ctx = NULL;
+    assert_int_equal(create_cpu(&o, &ctx), DSTACK_ERR_UNSUPPORTED);
+    assert_int_equal(c.n, 1);
+    assert_non_null(strstr(c.first, dstack_last_error()));
+}
+
+static void test_log_level_out_of_range_is_refused(void **unused)
+{
+    (void)unused;
+    dstack_options o;
+    dstack_options_init(&o);
+    o.log_level = (dstack_log_level)(DSTACK_LOG_OFF + 1);
+    dstack_ctx *ctx = NULL;
+    assert_int_equal(create_cpu(&o, &ctx), DSTACK_ERR_INVALID_ARGUMENT);
+    assert_null(ctx);
+}
+
+static void test_log_env_var_sends_to_stderr_when_asked(void **unused)
+{
+    (void)unused;
+    dstack_options o;
+    dstack_options_init(&o);
+    setenv("DSTACK_LOG", "info", 1);
+    long with_env = stderr_bytes_during_create(&o);
+    setenv("DSTACK_LOG", "error", 1);
+    long error_only = stderr_bytes_during_create(&o);
+    unsetenv("DSTACK_LOG");
+    assert_true(with_env > 0);
+    assert_int_equal(error_only, 0);
+    /* The ready-made sink, chosen in the options. */
+    o.log_fn = dstack_log_stderr;
+    assert_true(stderr_bytes_during_create(&o) > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_log_defaults_are_silent),
+        cmocka_unit_test(test_log_callback_gets_the_backend_choice_at_info),
+        cmocka_unit_test(test_log_callback_gets_nothing_below_its_level),
+        cmocka_unit_test(test_log_failed_create_logs_an_error),
+        cmocka_unit_test(test_log_level_out_of_range_is_refused),
+        cmocka_unit_test(test_log_env_var_sends_to_stderr_when_asked),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
