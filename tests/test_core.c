@@ -513,7 +513,7 @@ static void test_dynamic_batching_waits_for_the_batch_until_the_deadline_forces_
     ds_sched_view v = {1000, 1, &m, 8, 0, 0};
     uint64_t go;
     assert_false(ds_policy_batch_ready(&v, &m, 8, &go));
-    assert_int_equal(go, 25000000 - 2000000); /* deadline - L(2 samples) */
+    assert_int_equal(go, 25000000 - 2 * 8000000); /* deadline - 2 L(batch 8) */
     v.now_ns = go;
     assert_true(ds_policy_batch_ready(&v, &m, 8, &go));
     m.queued_samples = 8;

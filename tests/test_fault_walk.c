@@ -10,8 +10,9 @@
  * (a persistent out-of-memory), which exercises the cleanup paths of the
  * cleanup paths.
  *
- * The scheduler (src/sched) is not converted to the wrappers yet: its own
- * allocations never fail here. */
+ * The scheduler (src/sched: the core, the real-time driver, the policies)
+ * and the planner thread use the wrappers too, so their allocation and
+ * thread-creation sites are in the walk. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

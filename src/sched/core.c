@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "util/error.h"
+#include "util/fault.h"
 
 typedef enum model_state { MODEL_LIVE, MODEL_REMOVING } model_state;
 
@@ -16,7 +17,8 @@ typedef struct ds_req {
     uint64_t deadline_ns;
     uint64_t seq;
     uint32_t samples;
-    bool dead; /* completed while queued (expired): skipped at the head */
+    bool dead;     /* completed while queued (expired): skipped at the head */
+    bool explicit; /* caller's own deadline: kept in the heap */
 } ds_req;
 
 typedef struct model_counters {
@@ -47,9 +49,13 @@ struct dstack_model {
     uint64_t head_seq, tail_seq; /* [head, tail) in the ring, dead ones included */
     uint32_t live;               /* live requests queued */
     uint32_t live_samples;
-    /* indexed min-heap of ring slots by (expiry, seq): its top is the
-     * queue's earliest deadline; a request leaves it when it is batched,
-     * expired or cancelled (hpos[slot] = NO_POS when not in it) */
+    /* Earliest deadline, two ways. Deadlines from the SLO (submit + slo)
+     * grow with the sequence number, so the first live such request is the
+     * earliest of them: a cursor that only moves forward finds it in O(1)
+     * amortized. Requests with their own deadline go to an indexed min-heap
+     * of ring slots by (expiry, seq) (hpos[slot] = NO_POS when not in it),
+     * which leaves them when batched, expired or cancelled. */
+    uint64_t icur;
     uint32_t *heap, *hpos;
     uint32_t hn;
     uint32_t outstanding;        /* samples queued + running + unpolled */
@@ -89,7 +95,7 @@ struct ds_core {
     slot_entry *slots;
     uint32_t n_slots, cap_slots;
     uint32_t *free_slots;
-    uint32_t n_free;
+    uint32_t n_free, cap_free;
     uint64_t next_ticket, next_id;
     uint64_t units_busy;
     uint32_t n_running;
@@ -210,14 +216,39 @@ static void heap_clear(dstack_model *m)
 
 static uint32_t slot_of(const dstack_model *m, uint64_t seq) { return (uint32_t)(seq % m->cap); }
 
-static uint64_t earliest_expiry(const dstack_model *m)
+/* The first live request whose deadline comes from the SLO, or NULL. */
+static ds_req *first_implicit(dstack_model *m)
 {
-    return m->hn ? expiry_ns(m, &m->ring[m->heap[0]]) : UINT64_MAX;
+    if (m->icur < m->head_seq)
+        m->icur = m->head_seq;
+    while (m->icur < m->tail_seq) {
+        ds_req *r = &m->ring[slot_of(m, m->icur)];
+        if (!r->dead && !r->explicit && r->deadline_ns)
+            return r;
+        m->icur++;
+    }
+    return NULL;
 }
 
-static uint64_t earliest_deadline(const dstack_model *m)
+/* The queued request that expires first, or NULL. */
+static ds_req *earliest(dstack_model *m)
 {
-    return m->hn ? m->ring[m->heap[0]].deadline_ns : 0;
+    ds_req *a = first_implicit(m), *b = m->hn ? &m->ring[m->heap[0]] : NULL;
+    if (!a || !b)
+        return a ? a : b;
+    return expiry_ns(m, b) < expiry_ns(m, a) ? b : a;
+}
+
+static uint64_t earliest_expiry(dstack_model *m)
+{
+    ds_req *r = earliest(m);
+    return r ? expiry_ns(m, r) : UINT64_MAX;
+}
+
+static uint64_t earliest_deadline(dstack_model *m)
+{
+    ds_req *r = earliest(m);
+    return r ? r->deadline_ns : 0;
 }
 
 /* ---- completions ---- */
@@ -283,9 +314,8 @@ static void cancel_queue(ds_core *c, dstack_model *m, uint64_t now)
 static void expire(ds_core *c, dstack_model *m, uint64_t now)
 {
     while (earliest_expiry(m) < now) {
-        uint32_t slot = m->heap[0];
-        ds_req *r = &m->ring[slot];
-        heap_remove(m, slot);
+        ds_req *r = earliest(m);
+        heap_remove(m, slot_of(m, r->seq)); /* no-op for an SLO deadline */
         complete(c, m, r, DSTACK_ERR_DEADLINE_MISSED, 0, 0, now);
         r->dead = true;
         m->live--;
@@ -313,19 +343,19 @@ static void model_free(dstack_model *m)
 
 static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap)
 {
-    dstack_model *m = calloc(1, sizeof *m);
+    dstack_model *m = ds_calloc(1, sizeof *m);
     if (!m)
         return NULL;
     m->cfg = *cfg;
     m->n_io = cfg->n_inputs + cfg->n_outputs;
     m->cap = cap;
-    m->ring = calloc(cap, sizeof *m->ring);
-    m->ring_ptrs = calloc((size_t)cap * m->n_io, sizeof *m->ring_ptrs);
-    m->heap = calloc(cap, sizeof *m->heap);
-    m->hpos = malloc((size_t)cap * sizeof *m->hpos);
-    m->batch_reqs = calloc(cfg->max_batch, sizeof *m->batch_reqs);
-    m->batch_in = calloc((size_t)cfg->max_batch * cfg->n_inputs, sizeof *m->batch_in);
-    m->batch_out = calloc((size_t)cfg->max_batch * cfg->n_outputs, sizeof *m->batch_out);
+    m->ring = ds_calloc(cap, sizeof *m->ring);
+    m->ring_ptrs = ds_calloc((size_t)cap * m->n_io, sizeof *m->ring_ptrs);
+    m->heap = ds_calloc(cap, sizeof *m->heap);
+    m->hpos = ds_malloc((size_t)cap * sizeof *m->hpos);
+    m->batch_reqs = ds_calloc(cfg->max_batch, sizeof *m->batch_reqs);
+    m->batch_in = ds_calloc((size_t)cfg->max_batch * cfg->n_inputs, sizeof *m->batch_in);
+    m->batch_out = ds_calloc((size_t)cfg->max_batch * cfg->n_outputs, sizeof *m->batch_out);
     if (!m->ring || !m->ring_ptrs || !m->heap || !m->hpos || !m->batch_reqs || !m->batch_in || !m->batch_out) {
         model_free(m);
         return NULL;
@@ -344,7 +374,7 @@ static dstack_status grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
     uint32_t n = *cap ? *cap : 8;
     while (n < need)
         n *= 2;
-    void *q = realloc(*p, (size_t)n * elem);
+    void *q = ds_realloc(*p, (size_t)n * elem);
     if (!q)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for the scheduler's model table");
     *p = q;
@@ -356,7 +386,7 @@ dstack_status ds_core_create(const ds_core_config *cfg, ds_core **out)
 {
     if (!cfg->policy || !cfg->emit || cfg->n_units == 0 || cfg->n_units > DS_CORE_MAX_UNITS)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "scheduler: bad core configuration");
-    ds_core *c = calloc(1, sizeof *c);
+    ds_core *c = ds_calloc(1, sizeof *c);
     if (!c)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for the scheduler");
     c->cfg = *cfg;
@@ -400,10 +430,11 @@ dstack_status ds_core_add_model(ds_core *c, const ds_sched_model_config *cfg, ui
     if (st == DSTACK_OK && cap_live != c->cap_views)
         st = grow((void **)&c->views, &c->cap_views, cap_live, sizeof *c->views);
     if (st == DSTACK_OK && c->n_free == 0) {
-        uint32_t cap_free = c->cap_slots;
+        /* a new slot needs room in both tables; each keeps its own capacity
+         * so a failure between the two leaves them consistent */
         st = grow((void **)&c->slots, &c->cap_slots, c->n_slots + 1, sizeof *c->slots);
         if (st == DSTACK_OK)
-            st = grow((void **)&c->free_slots, &cap_free, c->cap_slots, sizeof *c->free_slots);
+            st = grow((void **)&c->free_slots, &c->cap_free, c->n_slots + 1, sizeof *c->free_slots);
     }
     if (st != DSTACK_OK)
         return st;
@@ -582,8 +613,9 @@ static void compact(dstack_model *m)
     }
     m->tail_seq = w;
     heap_clear(m);
+    m->icur = m->head_seq;
     for (uint64_t seq = m->head_seq; seq < m->tail_seq; seq++)
-        if (req_at(m, seq, NULL)->deadline_ns)
+        if (req_at(m, seq, NULL)->explicit)
             heap_push(m, slot_of(m, seq));
 }
 
@@ -631,11 +663,12 @@ dstack_status ds_core_submit(ds_core *c, dstack_model *h, const dstack_request *
     r->samples = samples;
     r->seq = seq;
     r->dead = false;
+    r->explicit = req->deadline_ns != 0;
     for (uint32_t j = 0; j < m->cfg.n_inputs; j++)
         ptrs[j] = req->inputs[j].data;
     for (uint32_t j = 0; j < m->cfg.n_outputs; j++)
         ptrs[m->cfg.n_inputs + j] = req->outputs[j].data;
-    if (r->deadline_ns)
+    if (r->explicit)
         heap_push(m, slot_of(m, seq));
     m->live++;
     m->live_samples += samples;

@@ -13,11 +13,13 @@
  *            event (arrivals of a trace, batch ends of the sim executor, the
  *            core's timers), no threads, no sleeping.
  *
- * Costs: a step costs O(models) per decision plus O(log queue) per request
- * it moves (each model keeps its earliest deadline in an indexed min-heap of
- * its queued requests, so nothing scans a queue, and a request expired in
- * the middle of a queue is just a tombstone skipped at the head); submit is
- * O(log queue); a model
+ * Costs: a step costs O(models) per decision plus O(1) amortized per
+ * request it moves, and nothing scans a queue: deadlines from the SLO grow
+ * with arrival order, so a forward-only cursor finds the earliest of them;
+ * requests with a deadline of their own sit in an indexed min-heap
+ * (O(log n) for those only); a request expired in the middle of a queue is
+ * a tombstone skipped at the head. Submit is O(1) (O(log n) with an own
+ * deadline); a model
  * handle resolves in O(1) through a slot table with generation numbers, so
  * models that came and went cost nothing once their completions are out.
  *

@@ -6,6 +6,7 @@
 
 #include "sim/sim.h"
 #include "util/error.h"
+#include "util/fault.h"
 
 #define STARTS_PER_STEP 16
 
@@ -50,7 +51,7 @@ static void emit(void *arg, const dstack_completion *c, uint32_t samples)
     ds_des *d = arg;
     if (d->n_pend == d->cap_pend) {
         size_t cap = d->cap_pend ? 2 * d->cap_pend : 256;
-        pending *p = realloc(d->pend, cap * sizeof *p);
+        pending *p = ds_realloc(d->pend, cap * sizeof *p);
         if (!p) {
             d->oom = true; /* reported by ds_des_run; the completion is lost to the trace only */
             return;
@@ -85,7 +86,7 @@ static void flush(ds_des *d)
 
 dstack_status ds_des_create(const ds_des_config *cfg, ds_des **out)
 {
-    ds_des *d = calloc(1, sizeof *d);
+    ds_des *d = ds_calloc(1, sizeof *d);
     if (!d)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for the event driver");
     d->cfg = *cfg;
@@ -122,7 +123,7 @@ void ds_des_destroy(ds_des *d)
 
 dstack_status ds_des_add_model(ds_des *d, const ds_sched_model_config *cfg)
 {
-    des_model *ms = realloc(d->models, (d->n_models + 1) * sizeof *ms);
+    des_model *ms = ds_realloc(d->models, (d->n_models + 1) * sizeof *ms);
     if (!ms)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for a model");
     d->models = ms;
@@ -133,7 +134,7 @@ dstack_status ds_des_add_model(ds_des *d, const ds_sched_model_config *cfg)
         most = cfg->input_bytes[j] > most ? cfg->input_bytes[j] : most;
     for (uint32_t j = 0; j < cfg->n_outputs; j++)
         most = cfg->output_bytes[j] > most ? cfg->output_bytes[j] : most;
-    m->scratch = calloc((size_t)cfg->max_batch, most);
+    m->scratch = ds_calloc((size_t)cfg->max_batch, most);
     if (!m->scratch)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for request buffers");
     m->max_batch = cfg->max_batch;

@@ -25,6 +25,9 @@
  *     may take the units it waits for (no starvation of wide models by a
  *     stream of narrow ones). Otherwise the next candidate is tried, so no
  *     unit idles while a batch that fits waits.
+ *  5. Work conservation: when no ready batch took the free units, a model
+ *     still filling its batch starts on them at its knee (oldest head
+ *     first): a free partition gains nothing by waiting.
  *
  * Why it is fair: a model with work either runs within half its SLO or
  * becomes starving, and starving models are served first, oldest first, and
@@ -52,6 +55,7 @@
 #include <string.h>
 
 #include "sched/policy.h"
+#include "util/fault.h"
 
 typedef struct cand {
     uint32_t model;
@@ -69,7 +73,7 @@ void *ds_dstack_create(void);
 void ds_dstack_destroy(void *state);
 bool ds_dstack_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake);
 
-void *ds_dstack_create(void) { return calloc(1, sizeof(dstack_state)); }
+void *ds_dstack_create(void) { return ds_calloc(1, sizeof(dstack_state)); }
 
 void ds_dstack_destroy(void *state)
 {
@@ -165,7 +169,7 @@ bool ds_dstack_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_
     dstack_state *s = state;
     *wake = 0;
     if (v->n_models > s->cap) {
-        cand *c = realloc(s->c, v->n_models * sizeof *c);
+        cand *c = ds_realloc(s->c, v->n_models * sizeof *c);
         if (!c)
             return false;
         s->c = c;
@@ -190,12 +194,29 @@ bool ds_dstack_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_
         c->laxity_ns = m->oldest_deadline_ns ? (int64_t)(m->oldest_deadline_ns - v->now_ns) - (int64_t)run
                                              : INT64_MAX;
     }
-    qsort(s->c, n, sizeof *s->c, cand_cmp);
+    if (n > 1) /* qsort(NULL, 0) is undefined: no models, no array yet */
+        qsort(s->c, n, sizeof *s->c, cand_cmp);
     for (uint32_t i = 0; i < n; i++) {
         if (place(v, s->c[i].model, d))
             return true;
         if (s->c[i].starving)
             return false; /* it waits for units: nobody takes them first */
     }
-    return false;
+    /* Work conservation: no ready batch wants the free units, so a model
+     * still filling its batch may start on them at its knee (oldest head
+     * first): free units gain nothing by waiting. */
+    uint32_t best = UINT32_MAX;
+    for (uint32_t i = 0; i < v->n_models; i++) {
+        const ds_sched_model_view *m = &v->models[i];
+        if (!m->queued || m->running)
+            continue;
+        uint32_t k = m->unit_count ? m->unit_count : 1, first, len;
+        if (k > v->n_units)
+            k = v->n_units;
+        if (!find_run(v->units_busy, v->n_units, k, &first, &len) || len < k)
+            continue;
+        if (best == UINT32_MAX || m->oldest_submit_ns < v->models[best].oldest_submit_ns)
+            best = i;
+    }
+    return best != UINT32_MAX && place(v, best, d);
 }

@@ -2,12 +2,22 @@
  * the baselines.
  *
  * Dynamic batching (every policy): a model's batch is ready when its batch
- * size is queued, or when waiting longer would make its oldest request miss
- * its deadline: the batch must start by deadline - L(b, units), where b is
- * what is queued now (a timer fires then: no busy loop). Without an SLO or a
+ * size is queued, or when its oldest request has waited as long as the
+ * batch formulation lets it: until deadline - 2 L(b, units), b the batch
+ * size (room for one batch ahead of it and its own run; a timer fires then:
+ * no busy loop). Without an SLO or a
  * latency prediction there is nothing to wait for, so it starts at once.
  * Requests that can no longer make their deadline even alone are expired by
  * the core before they reach a policy.
+ *
+ * Work conservation: waiting for a batch to fill only pays while the
+ * resource the batch would use is busy anyway. So a model whose resource
+ * is idle (temporal: the device; streams and ideal: its own instance;
+ * static_spatial: its own partition; dstack: a free run of units at its
+ * knee that no ready batch wants) starts with what it has queued. Measured
+ * on the four-CNN mix, waiting on an idle device to fill batches cut every
+ * policy's goodput by 2-5x (requests wait until deadline - 2 L, then queue
+ * behind each other).
  *
  * Baselines (the D-STACK policy is in dstack_policy.c):
  *   temporal        one batch at a time on the whole device; among the
@@ -28,6 +38,7 @@
  *                   it can use, fluidly, from the whole device.
  */
 #include "sched/policy.h"
+#include "util/fault.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -51,10 +62,15 @@ bool ds_policy_batch_ready(const ds_sched_view *v, const ds_sched_model_view *m,
         return false;
     if (m->queued_samples >= m->batch_size || m->oldest_deadline_ns == 0)
         return true;
-    uint64_t run = ds_policy_latency(m, ds_policy_batch_samples(m), units);
+    /* The oldest request may wait for its batch to fill only as long as the
+     * batch formulation allows (src/batch/batch.h): its deadline must still
+     * hold one full batch ahead of it and its own run, 2 L(b). Waiting to
+     * the last ns (deadline - L) would leave no room for units that are
+     * still busy or for a prediction a little short. */
+    uint64_t run = ds_policy_latency(m, m->batch_size, units);
     if (run == 0)
         return true;
-    uint64_t go = m->oldest_deadline_ns > run ? m->oldest_deadline_ns - run : 0;
+    uint64_t go = m->oldest_deadline_ns > 2 * run ? m->oldest_deadline_ns - 2 * run : 0;
     if (v->now_ns >= go)
         return true;
     *go_ns = go;
@@ -68,6 +84,11 @@ static void wake_min(uint64_t *wake, uint64_t t)
 }
 
 /* ---- temporal ---- */
+
+/* The model with the oldest waiting request that does not run now, or
+ * UINT32_MAX: work conservation when no batch is ready (an idle device or
+ * partition gains nothing by waiting for a batch to fill). */
+uint32_t ds_policy_oldest_waiting(const ds_sched_view *v);
 
 static bool temporal_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake)
 {
@@ -87,6 +108,8 @@ static bool temporal_pick(void *state, ds_sched_view *v, ds_sched_decision *d, u
             best = i;
     }
     if (best == UINT32_MAX)
+        best = ds_policy_oldest_waiting(v);
+    if (best == UINT32_MAX)
         return false;
     d->model = best;
     d->batch = ds_policy_batch_samples(&v->models[best]);
@@ -95,23 +118,27 @@ static bool temporal_pick(void *state, ds_sched_view *v, ds_sched_decision *d, u
     return true;
 }
 
+uint32_t ds_policy_oldest_waiting(const ds_sched_view *v)
+{
+    uint32_t best = UINT32_MAX;
+    for (uint32_t i = 0; i < v->n_models; i++) {
+        const ds_sched_model_view *m = &v->models[i];
+        if (m->queued && !m->running && (best == UINT32_MAX || m->oldest_submit_ns < v->models[best].oldest_submit_ns))
+            best = i;
+    }
+    return best;
+}
+
 /* ---- streams and ideal: everyone at once on the whole device ---- */
 
+/* Each model is its own instance on its own stream: an idle instance takes
+ * what is queued at once (Triton's default, max_queue_delay 0), so there is
+ * nothing to wait for. */
 static bool streams_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_t *wake)
 {
     (void)state;
     *wake = 0;
-    uint32_t best = UINT32_MAX;
-    for (uint32_t i = 0; i < v->n_models; i++) {
-        const ds_sched_model_view *m = &v->models[i];
-        uint64_t go;
-        if (!ds_policy_batch_ready(v, m, v->n_units, &go)) {
-            wake_min(wake, go);
-            continue;
-        }
-        if (best == UINT32_MAX || m->oldest_submit_ns < v->models[best].oldest_submit_ns)
-            best = i;
-    }
+    uint32_t best = ds_policy_oldest_waiting(v);
     if (best == UINT32_MAX)
         return false;
     d->model = best;
@@ -150,7 +177,7 @@ typedef struct static_state {
     uint32_t cap;
 } static_state;
 
-static void *static_create(void) { return calloc(1, sizeof(static_state)); }
+static void *static_create(void) { return ds_calloc(1, sizeof(static_state)); }
 
 static void static_destroy(void *state)
 {
@@ -165,7 +192,7 @@ static bool static_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uin
     static_state *s = state;
     *wake = 0;
     if (v->n_models > s->cap) {
-        uint32_t *buf = realloc(s->buf, 2 * (size_t)v->n_models * sizeof *buf);
+        uint32_t *buf = ds_realloc(s->buf, 2 * (size_t)v->n_models * sizeof *buf);
         if (!buf)
             return false;
         s->buf = buf;
@@ -179,13 +206,8 @@ static bool static_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uin
         if (count[i] == 0)
             continue; /* more models than units: this one never runs */
         uint64_t mask = (count[i] >= 64 ? ~0ull : ((1ull << count[i]) - 1)) << first[i];
-        uint64_t go;
-        if (!ds_policy_batch_ready(v, m, count[i], &go)) {
-            wake_min(wake, go);
-            continue;
-        }
-        if (v->units_busy & mask)
-            continue; /* a batch that ran before a relayout still holds it */
+        if (m->queued == 0 || m->running || (v->units_busy & mask))
+            continue; /* its own partition is busy (or held by a batch from before a relayout) */
         d->model = i;
         d->batch = ds_policy_batch_samples(m);
         d->first_unit = first[i];

@@ -95,9 +95,9 @@ const ds_policy_ops *ds_policy_find(dstack_policy policy);
 /* ---- shared by the policies (policy.c) ---- */
 
 /* Dynamic batching: is model m's batch ready to start at view->now_ns on
- * `units` units? Ready when it has batch_size samples queued, or when
- * waiting any longer would make its oldest request miss its deadline
- * (deadline - predicted run time of the batch it would form), or when
+ * `units` units? Ready when it has batch_size samples queued, or when its
+ * oldest request reaches deadline - 2 L(batch_size, units) (room for a
+ * batch ahead of it and its own run, as the batch optimizer assumes), or when
  * nothing can be predicted (no SLO or no latency model: start at once, as
  * before). When not ready, *go_ns is the time it becomes ready (a timer,
  * not a busy loop). */

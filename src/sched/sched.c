@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "util/error.h"
+#include "util/fault.h"
 
 #define STARTS_PER_STEP 16
 
@@ -55,7 +56,7 @@ static dstack_status reserve_completions(ds_sched *s, size_t extra)
     size_t need = s->reserved + extra + s->cq_count;
     if (need <= s->cq_cap)
         return DSTACK_OK;
-    cq_entry *cq = malloc(need * sizeof *cq);
+    cq_entry *cq = ds_malloc(need * sizeof *cq);
     if (!cq)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for %zu completion slots", need);
     for (size_t i = 0; i < s->cq_count; i++)
@@ -160,7 +161,7 @@ static void *worker_main(void *arg)
 
 dstack_status ds_sched_create(const ds_sched_config *cfg, ds_sched **out)
 {
-    ds_sched *s = calloc(1, sizeof *s);
+    ds_sched *s = ds_calloc(1, sizeof *s);
     if (!s)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for the scheduler");
     s->cfg = *cfg;
@@ -182,7 +183,7 @@ dstack_status ds_sched_create(const ds_sched_config *cfg, ds_sched **out)
     pthread_cond_init(&s->done_cv, &ca);
     pthread_cond_init(&s->idle_cv, &ca);
     pthread_condattr_destroy(&ca);
-    if (pthread_create(&s->worker, NULL, worker_main, s) != 0) {
+    if (ds_thread_create(&s->worker, NULL, worker_main, s) != 0) {
         pthread_mutex_destroy(&s->lock);
         pthread_cond_destroy(&s->work_cv);
         pthread_cond_destroy(&s->done_cv);
