@@ -6,9 +6,11 @@
 #define DS_API_INTERNAL_H
 
 #include <pthread.h>
+#include <stdbool.h>
 
 #include "dstack.h"
 #include "exec/exec.h"
+#include "batch/latency.h"
 #include "graph/graph.h"
 #include "sched/sched.h"
 #include "util/log.h"
@@ -26,6 +28,13 @@ struct dstack_ctx {
     pthread_mutex_t models_lock;
     char note[256];
     ds_logger log;                    /* set at create, immutable after */
+    /* the planner: re-plans batch sizes (and knees) from measured rates */
+    pthread_t planner;
+    bool planner_running, planner_stop;
+    pthread_mutex_t plan_lock;        /* the list below, api_model.info, planner_stop */
+    pthread_cond_t plan_cv;
+    struct api_model **live;          /* registered models, in order */
+    uint32_t n_live, cap_live;
 };
 
 /* The context's logger for ds_log (NULL ctx: NULL, which logs nothing). */
@@ -40,7 +49,20 @@ typedef struct api_model {
     ds_graph *graph;
     ds_exec_plan *plan;
     dstack_model_info info;
+    ds_latency_model *lat;   /* NULL when nothing was profiled */
+    uint32_t fixed_units, fixed_batch;
+    uint64_t slo_us;
+    double planned_rate;     /* arrival rate the current batch was planned for */
+    dstack_model *handle;
 } api_model;
+
+/* The planner thread (planner.c): started by dstack_create, stopped by
+ * dstack_destroy; models join its list at registration and leave it at
+ * unregistration. */
+dstack_status ds_planner_start(dstack_ctx *ctx);
+void ds_planner_stop(dstack_ctx *ctx);
+dstack_status ds_planner_add(dstack_ctx *ctx, api_model *am);
+void ds_planner_remove(dstack_ctx *ctx, api_model *am);
 
 void ds_api_model_free(dstack_ctx *ctx, api_model *am);
 

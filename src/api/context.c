@@ -137,6 +137,10 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
     if (st == DSTACK_OK) {
         ds_sched_config sc = {&ds_clock_monotonic, ctx->exec, ctx->policy, ctx->opts.queue_capacity};
         st = ds_sched_create(&sc, &ctx->sched);
+        if (st == DSTACK_OK && (st = ds_planner_start(ctx)) != DSTACK_OK) {
+            ds_sched_destroy(ctx->sched);
+            ctx->sched = NULL;
+        }
     }
     if (st != DSTACK_OK) {
         ds_log(&ctx->log, DSTACK_LOG_ERROR, "dstack_create: %s", ds_error_message());
@@ -166,8 +170,8 @@ DSTACK_API void dstack_destroy(dstack_ctx *ctx)
     if (!ctx)
         return;
     ds_sched_shutdown(ctx->sched);
-    /* Every model still live gets its plan and graph freed; the sched keeps
-     * the handles until ds_sched_destroy. */
+    ds_planner_stop(ctx);
+    /* Every model still live gets its plan and graph freed. */
     pthread_mutex_lock(&ctx->register_lock);
     for (;;) {
         void *owner = NULL;

@@ -2,6 +2,7 @@
  * scheduler. On any failure everything built so far is freed: a model is
  * either fully registered or not at all. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,23 +159,51 @@ static void model_name(const dstack_model_desc *d, char *out)
     snprintf(out, DSTACK_NAME_LEN, "%s", src ? src : stem);
 }
 
-/* The knee and batch chooser are not built yet: until they are, a model
- * gets its fixed share or the whole device, and its fixed batch or its
- * max_batch (the temporal policy takes what is queued up to that). */
-static void choose_share_and_batch(const ds_device_info *dev, const dstack_model_desc *d, api_model *am,
-                                   uint32_t *units)
+/* The knee and the batch size (src/batch/latency.h). A model gets its SM
+ * share in units (the knee, or fixed_sm_count rounded up to units) and its
+ * batch (SLO-aware, or fixed_batch). Until its arrival rate is measured the
+ * queue is assumed never empty (the deadline timer of dynamic batching keeps
+ * requests within their SLO meanwhile); the planner re-plans with the
+ * measured rate. On cpu, a model without an SLO is not profiled at all: its
+ * batch is max_batch (the most throughput there is) and nothing is
+ * predicted. */
+static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_desc *d, api_model *am,
+                                           uint32_t *units)
 {
+    const ds_device_info *dev = &ctx->exec->device;
+    bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
     uint32_t unit_sms = dev->unit_sms ? dev->unit_sms : 1;
-    *units = dev->n_units ? dev->n_units : 1;
-    if (d->fixed_sm_count) {
-        uint32_t want = (d->fixed_sm_count + unit_sms - 1) / unit_sms;
-        if (want < *units)
-            *units = want;
+    uint32_t n_units = dev->n_units ? dev->n_units : 1;
+    am->fixed_batch = d->fixed_batch;
+    am->fixed_units = 0;
+    if (d->fixed_sm_count && !cpu) {
+        am->fixed_units = (d->fixed_sm_count + unit_sms - 1) / unit_sms;
+        if (am->fixed_units > n_units)
+            am->fixed_units = n_units;
     }
-    am->info.sm_count = *units * unit_sms;
+    *units = n_units;
+    am->info.batch_size = d->fixed_batch ? d->fixed_batch : d->max_batch;
+    am->info.sm_count = cpu ? 0 : (am->fixed_units ? am->fixed_units : n_units) * unit_sms;
     if (am->info.sm_count > dev->sm_count)
         am->info.sm_count = dev->sm_count;
-    am->info.batch_size = d->fixed_batch ? d->fixed_batch : d->max_batch;
+    if (cpu && d->slo_us == 0) {
+        *units = n_units;
+        return DSTACK_OK;
+    }
+    dstack_status st = ds_latency_model_build(ctx->exec, am->plan, am->graph, cpu, d->max_batch, &am->lat);
+    if (st != DSTACK_OK)
+        return st;
+    ds_model_plan plan;
+    st = ds_plan_model(am->lat, d->slo_us, INFINITY, am->fixed_units, d->fixed_batch, &plan);
+    if (st != DSTACK_OK)
+        return st;
+    *units = cpu ? n_units : plan.units;
+    am->info.batch_size = plan.batch;
+    am->info.sm_count = cpu ? 0 : plan.units * unit_sms;
+    if (am->info.sm_count > dev->sm_count)
+        am->info.sm_count = dev->sm_count;
+    am->info.predicted_latency_us = (uint64_t)(plan.latency_us + 0.5);
+    return DSTACK_OK;
 }
 
 void ds_api_model_free(dstack_ctx *ctx, api_model *am)
@@ -184,6 +213,7 @@ void ds_api_model_free(dstack_ctx *ctx, api_model *am)
     if (am->plan)
         ctx->exec->ops->plan_destroy(ctx->exec, am->plan);
     ds_graph_free(am->graph);
+    free(am->lat);
     free(am);
 }
 
@@ -273,9 +303,11 @@ static dstack_status build_model(dstack_ctx *ctx, const dstack_model_desc *d, ap
     info->max_batch = d->max_batch;
     info->slo_us = d->slo_us;
     info->precision = d->precision;
-    choose_share_and_batch(&ctx->exec->device, d, am, units);
     ds_plan_options po = {d->max_batch, d->precision, plan_budget};
-    return ctx->exec->ops->plan_create(ctx->exec, g, &po, &am->plan);
+    st = ctx->exec->ops->plan_create(ctx->exec, g, &po, &am->plan);
+    if (st != DSTACK_OK)
+        return st;
+    return choose_share_and_batch(ctx, d, am, units);
 }
 
 DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_model_desc *desc,
@@ -313,8 +345,22 @@ DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_mod
         sc.max_batch = am->info.max_batch;
         sc.unit_count = units;
         sc.slo_ns = d.slo_us * 1000u; /* <= 2^62: check_desc capped slo_us */
+        sc.latency = am->lat ? ds_latency_sched_ns : NULL;
+        sc.latency_arg = am->lat;
         sc.owner = am;
-        st = ds_sched_add_model(ctx->sched, &sc, model);
+        am->slo_us = d.slo_us;
+        am->planned_rate = INFINITY;
+        dstack_model *handle = NULL;
+        st = ds_sched_add_model(ctx->sched, &sc, &handle);
+        if (st == DSTACK_OK) {
+            am->handle = handle;
+            if ((st = ds_planner_add(ctx, am)) != DSTACK_OK) {
+                void *owner;
+                ds_sched_remove_model(ctx->sched, handle, &owner);
+            } else {
+                *model = handle;
+            }
+        }
     }
     if (st != DSTACK_OK)
         ds_api_model_free(ctx, am);
@@ -331,6 +377,7 @@ DSTACK_API dstack_status dstack_unregister_model(dstack_ctx *ctx, dstack_model *
     void *owner = NULL;
     dstack_status st = ds_sched_remove_model(ctx->sched, model, &owner);
     if (st == DSTACK_OK) {
+        ds_planner_remove(ctx, owner);
         /* Once removed, no info read can find the model any more; one that
          * found it before holds models_lock until its copy is done. */
         pthread_mutex_lock(&ctx->models_lock);
@@ -355,8 +402,11 @@ DSTACK_API dstack_status dstack_model_info_get(dstack_ctx *ctx, const dstack_mod
     pthread_mutex_lock(&ctx->models_lock);
     void *owner = NULL;
     dstack_status st = ds_sched_model_owner(ctx->sched, model, &owner);
-    if (st == DSTACK_OK)
+    if (st == DSTACK_OK) {
+        pthread_mutex_lock(&ctx->plan_lock); /* the planner updates batch and share */
         ds_copy_out(info, &((api_model *)owner)->info, sizeof(dstack_model_info));
+        pthread_mutex_unlock(&ctx->plan_lock);
+    }
     pthread_mutex_unlock(&ctx->models_lock);
     return st;
 }

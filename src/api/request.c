@@ -1,8 +1,10 @@
 /* request.c - submit, poll, stats: argument checks, then the scheduler. */
+#include <stdio.h>
 #include <string.h>
 
 #include "api/api_internal.h"
 #include "api/sized.h"
+#include "sim/sim.h"
 #include "util/error.h"
 
 DSTACK_API void dstack_request_init(dstack_request *r)
@@ -58,7 +60,53 @@ DSTACK_API dstack_status dstack_stats(dstack_ctx *ctx, const dstack_model *model
     dstack_model_stats full;
     dstack_model_stats_init(&full);
     dstack_status st = ds_sched_stats(ctx->sched, model, &full);
-    if (st == DSTACK_OK)
+    if (st == DSTACK_OK) {
+        const ds_device_info *dev = &ctx->exec->device;
+        full.sm_count = ctx->backend == DSTACK_BACKEND_CPU ? 0 : ds_sched_model_units(ctx->sched, model) * dev->unit_sms;
+        if (full.sm_count > dev->sm_count)
+            full.sm_count = dev->sm_count;
         ds_copy_out(stats, &full, sizeof full);
+    }
     return st;
+}
+
+DSTACK_API void dstack_ctx_stats_init(dstack_ctx_stats *s)
+{
+    if (!s)
+        return;
+    memset(s, 0, sizeof *s);
+    s->struct_size = sizeof *s;
+}
+
+DSTACK_API dstack_status dstack_ctx_stats_get(dstack_ctx *ctx, dstack_ctx_stats *stats)
+{
+    ds_error_clear();
+    if (!ctx || !stats)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx or stats is NULL");
+    if (stats->struct_size < sizeof(size_t))
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "stats.struct_size is %zu: call dstack_ctx_stats_init",
+                       stats->struct_size);
+    dstack_ctx_stats full;
+    dstack_ctx_stats_init(&full);
+    ds_core_totals t;
+    uint64_t elapsed_ns;
+    ds_sched_totals(ctx->sched, &t, &elapsed_ns);
+    const ds_device_info *dev = &ctx->exec->device;
+    full.uptime_s = (double)elapsed_ns / 1e9;
+    full.batches_running = t.running;
+    full.units_in_use = t.units_in_use;
+    full.units_total = dev->n_units;
+    full.batches = t.batches;
+    full.samples = t.samples_run;
+    full.cycle_us = t.cycle_ns / 1000u;
+    snprintf(full.policy_name, sizeof full.policy_name, "%s", ctx->policy->name);
+    double total = (double)elapsed_ns * (dev->sm_count ? dev->sm_count : 1);
+    if (ctx->backend == DSTACK_BACKEND_SIM)
+        full.gpu_utilization = total > 0 ? ds_sim_exec_busy_sm_ns(ctx->exec) / total : 0;
+    else
+        full.gpu_utilization = total > 0 ? (double)t.unit_busy_ns * dev->unit_sms / total : 0;
+    if (full.gpu_utilization > 1)
+        full.gpu_utilization = 1;
+    ds_copy_out(stats, &full, sizeof full);
+    return DSTACK_OK;
 }

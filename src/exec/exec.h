@@ -86,6 +86,12 @@ typedef struct ds_executor_ops {
      * multiple of 64, at most PTRDIFF_MAX. */
     dstack_status (*host_alloc)(ds_executor *ex, size_t bytes, void **out);
     void (*host_free)(ds_executor *ex, void *ptr);
+    /* Optional (NULL on real devices). The time the backend's own model
+     * predicts for `batch` on `unit_count` units, alone on the device, in
+     * ns: on sim this IS the measurement (the simulator is its model), so
+     * profiling asks instead of running in real time. */
+    dstack_status (*model_time_ns)(ds_executor *ex, ds_exec_plan *plan, uint32_t batch, uint32_t unit_count,
+                                   uint64_t *out_ns);
 } ds_executor_ops;
 
 struct ds_executor {

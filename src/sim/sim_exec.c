@@ -294,7 +294,29 @@ static void sim_destroy(ds_executor *ex)
     free(se);
 }
 
+/* The simulator's own answer for a batch alone on a partition: what the
+ * engine gives with nothing else running (ds_sim_batch_time_ns). */
+static dstack_status sim_model_time_ns(ds_executor *ex, ds_exec_plan *p, uint32_t batch, uint32_t units,
+                                       uint64_t *out_ns)
+{
+    sim_executor *se = (sim_executor *)ex;
+    if (!ex || !p || !out_ns || batch == 0 || batch > p->max_batch || units == 0 || units > se->dev.n_units)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "sim model_time: batch %u or units %u out of range", batch,
+                       units);
+    dstack_status st = DSTACK_OK;
+    pthread_mutex_lock(&se->mu);
+    if (!p->k[batch - 1])
+        st = ds_sim_kernels(p->g, batch, &se->dev, &p->k[batch - 1], &p->n[batch - 1]);
+    pthread_mutex_unlock(&se->mu);
+    if (st != DSTACK_OK)
+        return st;
+    uint32_t sms = se->dev.n_units == 1 ? se->dev.sm_count : units * se->dev.unit_sms;
+    *out_ns = ds_sim_batch_time_ns(p->k[batch - 1], p->n[batch - 1], sms, ds_sim_host_bytes(p->g, batch), &se->dev);
+    return DSTACK_OK;
+}
+
 static const ds_executor_ops sim_ops = {
+    .model_time_ns = sim_model_time_ns,
     .name = "sim",
     .plan_create = sim_plan_create,
     .plan_destroy = sim_plan_destroy,

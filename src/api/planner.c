@@ -1,0 +1,134 @@
+/* planner.c - re-plans each model's batch size (and share) from its
+ * measured arrival rate, off the request path.
+ *
+ * Registration plans for a queue that is never empty (rate unknown); this
+ * thread wakes every 100 ms, reads each model's arrival rate from the
+ * scheduler (an exponentially decayed count, O(1)), and when it moved by
+ * more than 1.5x from the rate of the current plan, computes a new plan
+ * from the model's latency model (src/batch) and hands the new batch size
+ * and share to the scheduler, which applies them to the next batch it
+ * forms: service never stops. Models with fixed_batch, without an SLO or
+ * without a latency model are left alone.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "api/api_internal.h"
+#include "util/clock.h"
+#include "util/error.h"
+#include "util/fault.h"
+
+#define PLAN_PERIOD_NS 100000000ull
+#define REPLAN_FACTOR 1.5
+
+static void replan_one(dstack_ctx *ctx, api_model *am)
+{
+    if (!am->lat || am->slo_us == 0 || am->fixed_batch)
+        return;
+    double rate = ds_sched_model_rate(ctx->sched, am->handle);
+    if (!ds_replan_due(am->planned_rate, rate, REPLAN_FACTOR))
+        return;
+    ds_model_plan plan;
+    if (ds_plan_model(am->lat, am->slo_us, rate, am->fixed_units, 0, &plan) != DSTACK_OK)
+        return;
+    bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
+    uint32_t units = cpu ? ctx->exec->device.n_units : plan.units;
+    if (ds_sched_model_update(ctx->sched, am->handle, plan.batch, units ? units : 1) != DSTACK_OK)
+        return;
+    am->planned_rate = rate;
+    am->info.batch_size = plan.batch;
+    if (!cpu) {
+        uint32_t sms = plan.units * ctx->exec->device.unit_sms;
+        am->info.sm_count = sms < ctx->exec->device.sm_count ? sms : ctx->exec->device.sm_count;
+    }
+    am->info.predicted_latency_us = (uint64_t)(plan.latency_us + 0.5);
+}
+
+static void *planner_main(void *arg)
+{
+    dstack_ctx *ctx = arg;
+    pthread_mutex_lock(&ctx->plan_lock);
+    while (!ctx->planner_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        uint64_t ns = (uint64_t)until.tv_nsec + PLAN_PERIOD_NS;
+        until.tv_sec += (time_t)(ns / 1000000000u);
+        until.tv_nsec = (long)(ns % 1000000000u);
+        while (!ctx->planner_stop && pthread_cond_timedwait(&ctx->plan_cv, &ctx->plan_lock, &until) != ETIMEDOUT)
+            ;
+        if (ctx->planner_stop)
+            break;
+        for (uint32_t i = 0; i < ctx->n_live; i++)
+            replan_one(ctx, ctx->live[i]);
+    }
+    pthread_mutex_unlock(&ctx->plan_lock);
+    return NULL;
+}
+
+dstack_status ds_planner_start(dstack_ctx *ctx)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&ctx->plan_lock, NULL);
+    pthread_cond_init(&ctx->plan_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    ctx->planner_stop = false;
+    if (ds_thread_create(&ctx->planner, NULL, planner_main, ctx) != 0) {
+        pthread_mutex_destroy(&ctx->plan_lock);
+        pthread_cond_destroy(&ctx->plan_cv);
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "cannot start the planner thread");
+    }
+    ctx->planner_running = true;
+    return DSTACK_OK;
+}
+
+void ds_planner_stop(dstack_ctx *ctx)
+{
+    if (!ctx->planner_running)
+        return;
+    pthread_mutex_lock(&ctx->plan_lock);
+    ctx->planner_stop = true;
+    pthread_cond_broadcast(&ctx->plan_cv);
+    pthread_mutex_unlock(&ctx->plan_lock);
+    pthread_join(ctx->planner, NULL);
+    ctx->planner_running = false;
+    pthread_mutex_destroy(&ctx->plan_lock);
+    pthread_cond_destroy(&ctx->plan_cv);
+    free(ctx->live);
+    ctx->live = NULL;
+    ctx->n_live = ctx->cap_live = 0;
+}
+
+dstack_status ds_planner_add(dstack_ctx *ctx, api_model *am)
+{
+    pthread_mutex_lock(&ctx->plan_lock);
+    dstack_status st = DSTACK_OK;
+    if (ctx->n_live == ctx->cap_live) {
+        uint32_t cap = ctx->cap_live ? 2 * ctx->cap_live : 8;
+        api_model **l = ds_realloc(ctx->live, cap * sizeof *l);
+        if (l) {
+            ctx->live = l;
+            ctx->cap_live = cap;
+        } else {
+            st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for the planner's model list");
+        }
+    }
+    if (st == DSTACK_OK)
+        ctx->live[ctx->n_live++] = am;
+    pthread_mutex_unlock(&ctx->plan_lock);
+    return st;
+}
+
+void ds_planner_remove(dstack_ctx *ctx, api_model *am)
+{
+    pthread_mutex_lock(&ctx->plan_lock);
+    for (uint32_t i = 0; i < ctx->n_live; i++) {
+        if (ctx->live[i] == am) {
+            ctx->live[i] = ctx->live[--ctx->n_live];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ctx->plan_lock);
+}

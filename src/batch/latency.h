@@ -1,0 +1,84 @@
+/* latency.h - the latency model L(b, u) of one model on one device, and the
+ * plan (knee, batch size) chosen from it.
+ *
+ * L(b, u) is a table over a grid of batch sizes (every b up to 64 where the
+ * backend answers from a model, as sim does; powers of two and max_batch
+ * where each point is a timed run, as on cuda) and every unit count
+ * 1..n_units, filled by src/profile. Between grid batches it is linear in
+ * b (a batch is a sum of kernels whose work grows with b, so L is
+ * piecewise affine between the sizes where wave counts change); with a
+ * single grid batch (cpu: one timed run at b = 1) L(b) = b x L(1), since
+ * the cpu is throughput-bound at every batch size.
+ *
+ * Fit: when only a few points are measured (say 3 batch sizes x 3 shares on
+ * cuda), the rest of the table comes from the analytic kernel model A(b, u)
+ * (src/sim/kernels) corrected by least squares: L = a x A + c, with a and c
+ * fitted on the measured points (ds_latency_fit). A model's kernel shapes
+ * fix the curve's shape; the device's real speed fixes a and c.
+ *
+ * The plan (ds_plan_model): for each grid batch b, the knee k(b) of
+ * L(b, .) (src/knee); for each distinct knee k, the SLO-aware batch at that
+ * share (src/batch/batch.h, rate lambda); among those, the (k, b) with the
+ * most throughput per SM, feasible ones first. The knee depends on the
+ * batch and the batch on the share; trying every knee the grid produces
+ * settles both without a fixed point iteration.
+ */
+#ifndef DS_BATCH_LATENCY_H
+#define DS_BATCH_LATENCY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dstack.h"
+#include "exec/exec.h"
+#include "graph/graph.h"
+
+#define DS_LAT_MAX_GRID 72
+
+typedef struct ds_latency_model {
+    uint32_t max_batch;
+    uint32_t n_units;            /* columns: 1..n_units units */
+    uint32_t unit_sms;           /* SMs per unit; 0 where shares do not apply (cpu) */
+    uint32_t n_b;
+    uint32_t b[DS_LAT_MAX_GRID]; /* grid batches, increasing */
+    double us[DS_LAT_MAX_GRID][64]; /* us[i][u-1]: latency of b[i] on u units */
+} ds_latency_model;
+
+/* Profile L(b, u) of a planned model over the batch grid and every unit
+ * count through the executor (src/profile); *out is malloc'ed. cpu: one
+ * timed run at b = 1 on the whole pool. */
+dstack_status ds_latency_model_build(ds_executor *ex, ds_exec_plan *plan, const ds_graph *g, bool cpu,
+                                     uint32_t max_batch, ds_latency_model **out);
+
+/* L(b, u) in us; u is clamped to 1..n_units, b to >= 1. */
+double ds_latency_us(const ds_latency_model *m, uint32_t b, uint32_t u);
+/* The scheduler's ds_latency_fn (policy.h): arg is a ds_latency_model. */
+uint64_t ds_latency_sched_ns(const void *arg, uint32_t samples, uint32_t units);
+
+/* Least squares fit of measured = a x analytic + c over n points (n >= 2;
+ * with n == 1, c = 0). INVALID_ARGUMENT when n == 0 or the fit is singular. */
+dstack_status ds_latency_fit(const double *analytic, const double *measured, size_t n, double *a, double *c);
+
+typedef struct ds_model_plan {
+    uint32_t units;          /* share in units (n_units when shares do not apply) */
+    uint32_t batch;
+    double latency_us;       /* L(batch, units) */
+    uint32_t knee_units;     /* the knee of L(batch, .) */
+    uint32_t flags;          /* DS_BATCH_* of the chosen batch */
+} ds_model_plan;
+
+/* Plan a model. slo_us 0 = none; rate_per_s as in batch.h (INFINITY:
+ * saturated). fixed_units / fixed_batch (0 = free) override. */
+dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double rate_per_s, uint32_t fixed_units,
+                            uint32_t fixed_batch, ds_model_plan *out);
+
+/* Re-plan when the measured rate differs from the planned one by more than
+ * `factor` either way (1.5 by default in the library), or when nothing was
+ * planned from a measurement yet and a rate is known. */
+bool ds_replan_due(double planned_rate, double measured_rate, double factor);
+
+/* The knee in units of the curve L(b, .) (1 when n_units is 1). */
+uint32_t ds_latency_knee_units(const ds_latency_model *m, uint32_t b);
+
+#endif
