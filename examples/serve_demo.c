@@ -6,10 +6,13 @@
  * the main thread polls. Prints per-model throughput, p50/p99 latency and
  * SLO attainment.
  *
- *   serve_demo [--backend auto|cpu|cuda] [--requests N] [--image PIXELS]
+ *   serve_demo [--backend auto|cpu|cuda|sim] [--policy dstack|temporal|streams|static_spatial|ideal]
+ *              [--requests N] [--image PIXELS]
  *
- * Defaults: backend auto, 300 requests, image 224 on cuda and 112 on cpu (so
- * it ends within a minute on two cores without a GPU).
+ * Defaults: backend auto, policy dstack (the library's default), 300
+ * requests, image 224 on cuda and sim and 112 on cpu (so it ends within a
+ * minute on two cores without a GPU). The sim backend is a simulated H100:
+ * it computes no outputs (they are zeros) but takes the time the GPU would.
  *
  * Build against an installed libdstack:
  *   cc serve_demo.c $(pkg-config --cflags --libs dstack) -lpthread -lm
@@ -156,6 +159,9 @@ static int register_models(demo *d, uint32_t image)
         dstack_model_info_get(d->ctx, dm->handle, &dm->info);
         printf("%.2f M params, %.2f GFLOP/request, %.2f s\n", (double)dm->info.param_count / 1e6,
                (double)dm->info.flops_per_request / 1e9, now_s() - t0);
+        if (dm->info.sm_count)
+            printf("  %-13s knee %u SMs, batch %u, predicted %.2f ms per batch\n", model_names[m],
+                   dm->info.sm_count, dm->info.batch_size, (double)dm->info.predicted_latency_us / 1e3);
         size_t in_floats = dm->info.inputs[0].bytes / sizeof(float);
         size_t out_floats = dm->info.outputs[0].bytes / sizeof(float);
         /* dstack_host_alloc: page-locked on cuda, so inputs skip a staging copy */
@@ -171,29 +177,50 @@ static int register_models(demo *d, uint32_t image)
 
 static void report(demo *d, double elapsed)
 {
-    printf("\n%-13s %8s %6s %7s %10s %9s %9s %7s %6s\n", "model", "requests", "ok", "missed", "req/s",
-           "p50 ms", "p99 ms", "batch", "SLO %");
+    dstack_ctx_stats cs;
+    dstack_ctx_stats_init(&cs);
+    if (dstack_ctx_stats_get(d->ctx, &cs) == DSTACK_OK)
+        printf("\npolicy %s: %llu batches, GPU utilization %.1f%%, cycle %.1f ms\n", cs.policy_name,
+               (unsigned long long)cs.batches, 100.0 * cs.gpu_utilization, (double)cs.cycle_us / 1e3);
+    printf("%-13s %8s %6s %7s %10s %9s %9s %7s %6s %6s\n", "model", "requests", "ok", "missed", "req/s",
+           "p50 ms", "p99 ms", "batch", "SLO %", "share");
     for (int m = 0; m < N_MODELS; m++) {
         dstack_model_stats s;
         dstack_model_stats_init(&s);
         dstack_stats(d->ctx, d->models[m].handle, &s);
         /* the two calibration requests are in the counts too */
-        printf("%-13s %8llu %6llu %7llu %10.1f %9.1f %9.1f %7.2f %6.1f\n", model_names[m],
+        printf("%-13s %8llu %6llu %7llu %10.1f %9.1f %9.1f %7.2f %6.1f %5.1f%%\n", model_names[m],
                (unsigned long long)s.submitted, (unsigned long long)s.completed_ok,
                (unsigned long long)s.deadline_missed, (double)s.completed_ok / elapsed,
                (double)s.latency_p50_us / 1e3, (double)s.latency_p99_us / 1e3, s.mean_batch,
-               100.0 * s.slo_attainment);
+               100.0 * s.slo_attainment, 100.0 * s.gpu_share);
     }
 }
 
-static int parse_args(int argc, char **argv, dstack_backend *backend, int *requests, uint32_t *image)
+static const char *const policy_names[] = {"dstack", "temporal", "streams", "static_spatial", "ideal"};
+
+static int parse_args(int argc, char **argv, dstack_backend *backend, dstack_policy *policy, int *requests,
+                      uint32_t *image)
 {
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--backend") && v) {
-            *backend = !strcmp(v, "cpu") ? DSTACK_BACKEND_CPU
+            *backend = !strcmp(v, "cpu")    ? DSTACK_BACKEND_CPU
                        : !strcmp(v, "cuda") ? DSTACK_BACKEND_CUDA
+                       : !strcmp(v, "sim")  ? DSTACK_BACKEND_SIM
                                             : DSTACK_BACKEND_AUTO;
+            i++;
+        } else if (!strcmp(argv[i], "--policy") && v) {
+            int found = 0;
+            for (int p = 0; p < 5; p++)
+                if (!strcmp(v, policy_names[p])) {
+                    *policy = (dstack_policy)p;
+                    found = 1;
+                }
+            if (!found) {
+                fprintf(stderr, "serve_demo: unknown policy '%s'\n", v);
+                return -1;
+            }
             i++;
         } else if (!strcmp(argv[i], "--requests") && v) {
             *requests = atoi(v);
@@ -202,7 +229,10 @@ static int parse_args(int argc, char **argv, dstack_backend *backend, int *reque
             *image = (uint32_t)atoi(v);
             i++;
         } else {
-            fprintf(stderr, "usage: %s [--backend auto|cpu|cuda] [--requests N] [--image PIXELS]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--backend auto|cpu|cuda|sim] [--policy dstack|temporal|streams|static_spatial|ideal]\n"
+                    "          [--requests N] [--image PIXELS]\n",
+                    argv[0]);
             return -1;
         }
     }
@@ -212,9 +242,10 @@ static int parse_args(int argc, char **argv, dstack_backend *backend, int *reque
 int main(int argc, char **argv)
 {
     dstack_backend backend = DSTACK_BACKEND_AUTO;
+    dstack_policy policy = DSTACK_POLICY_DSTACK;
     int requests = 300;
     uint32_t image = 0;
-    if (parse_args(argc, argv, &backend, &requests, &image))
+    if (parse_args(argc, argv, &backend, &policy, &requests, &image))
         return 2;
     demo d = {0};
     d.requests = requests;
@@ -222,17 +253,19 @@ int main(int argc, char **argv)
     dstack_options o;
     dstack_options_init(&o);
     o.backend = backend;
+    o.policy = policy;
     if (check(dstack_create(&o, &d.ctx), "dstack_create"))
         return 1;
     dstack_ctx_info ci;
     dstack_ctx_info_init(&ci);
     dstack_ctx_info_get(d.ctx, &ci);
-    int on_gpu = ci.backend == DSTACK_BACKEND_CUDA;
+    int on_gpu = ci.backend == DSTACK_BACKEND_CUDA || ci.backend == DSTACK_BACKEND_SIM;
     if (!image)
         image = on_gpu ? 224 : 112;
-    printf("libdstack %s: backend %s on %s (%u %s), policy %s\n%s%s", dstack_version_string(),
-           on_gpu ? "cuda" : "cpu", ci.device_name, ci.sm_count, on_gpu ? "SMs" : "threads", ci.policy_name,
-           ci.note[0] ? ci.note : "", ci.note[0] ? "\n" : "");
+    static const char *const backend_names[] = {"auto", "cpu", "cuda", "sim"};
+    printf("libdstack %s: backend %s on %s (%u %s, partitions of %u units), policy %s\n%s%s", dstack_version_string(),
+           backend_names[ci.backend], ci.device_name, ci.sm_count, on_gpu ? "SMs" : "threads", ci.partition_units,
+           ci.policy_name, ci.note[0] ? ci.note : "", ci.note[0] ? "\n" : "");
 
     int rc = 1;
     if (register_models(&d, image) || calibrate(&d))

@@ -1,0 +1,610 @@
+/* sched_compare - the policies side by side on the simulated H100.
+ *
+ *   build/bench/sched_compare [--quick] [--workload FILE] [--out DIR] [--seed N]
+ *
+ * For each policy (ideal, dstack, temporal, static_spatial, streams) the
+ * same workload runs through the discrete-event driver and the same policy
+ * code the library runs. A policy's throughput is its GOODPUT: the highest
+ * total arrival rate at which every model still meets its SLO for at least
+ * 99% of its requests (requests refused with QUEUE_FULL count as misses),
+ * found by bisection on the rate. Each model's knee and batch are planned
+ * for its share of the rate (the state the library's re-planner converges
+ * to), each policy planning batches for the share it gives: the knee for
+ * dstack and static_spatial, the whole device for the others.
+ *
+ * Workload files (bench/workloads/): lines `model NAME SLO_MS WEIGHT`,
+ * `arrival poisson|bursty FACTOR PERIOD_MS|step MODEL AT_S FACTOR`,
+ * `duration S`. Without --workload: the four-CNN mix (resnet50,
+ * mobilenet_v2, vgg19, alexnet, 25 ms SLO, equal Poisson rates).
+ *
+ * Output: a table per workload on stdout, CSV under --out (default
+ * bench/results), and as the last line the four-CNN mix summary as
+ * key=value pairs. Exit status 1 if some policy beats ideal (the bound the
+ * simulator guarantees), 0 otherwise.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "batch/latency.h"
+#include "sched/des.h"
+#include "sched/policy.h"
+#include "sim/sim.h"
+#include "util/clock.h"
+
+#define MAX_MODELS 8
+
+typedef struct wmodel {
+    char name[32];
+    double slo_ms, weight;
+    ds_graph *g;
+} wmodel;
+
+typedef struct workload {
+    char name[64];
+    wmodel m[MAX_MODELS];
+    uint32_t n;
+    char arrival[16];      /* poisson, bursty, step */
+    double burst_factor, burst_period_ms;
+    uint32_t step_model;
+    double step_at_s, step_factor;
+    double duration_s;
+} workload;
+
+typedef struct policy_entry {
+    dstack_policy id;
+    const char *name;
+    bool plan_at_knee;
+} policy_entry;
+
+static const policy_entry POLICIES[] = {
+    {DSTACK_POLICY_IDEAL, "ideal", false},
+    {DSTACK_POLICY_DSTACK, "dstack", true},
+    {DSTACK_POLICY_TEMPORAL, "temporal", false},
+    {DSTACK_POLICY_STATIC_SPATIAL, "static_spatial", true},
+    {DSTACK_POLICY_STREAMS, "streams", false},
+};
+#define N_POLICIES (sizeof POLICIES / sizeof POLICIES[0])
+
+typedef struct run_result {
+    double rate;
+    double attain[MAX_MODELS];
+    double attain_min;
+    double util;          /* busy SM-time / total SM-time */
+    double share[MAX_MODELS];
+    double jain;
+    uint64_t requests;
+    double recover_s;     /* step workloads: time until attainment recovers */
+} run_result;
+
+static uint64_t rng_state;
+static double urand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return ((rng_state >> 11) + 0.5) / 9007199254740992.0;
+}
+
+/* ---- workloads ---- */
+
+static int load_workload(const char *path, workload *w)
+{
+    memset(w, 0, sizeof *w);
+    strcpy(w->arrival, "poisson");
+    w->duration_s = 10;
+    const char *base = strrchr(path, '/');
+    snprintf(w->name, sizeof w->name, "%s", base ? base + 1 : path);
+    char *dot = strrchr(w->name, '.');
+    if (dot)
+        *dot = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "sched_compare: cannot open %s\n", path);
+        return -1;
+    }
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        char a[32] = "", b[32] = "";
+        double x = 0, y = 0, z = 0;
+        if (line[0] == '#' || sscanf(line, "%31s", a) != 1)
+            continue;
+        if (!strcmp(a, "model") && w->n < MAX_MODELS &&
+            sscanf(line, "%*s %31s %lf %lf", b, &x, &y) == 3) {
+            snprintf(w->m[w->n].name, sizeof w->m[w->n].name, "%s", b);
+            w->m[w->n].slo_ms = x;
+            w->m[w->n].weight = y;
+            w->n++;
+        } else if (!strcmp(a, "arrival") && sscanf(line, "%*s %15s %lf %lf %lf", w->arrival, &x, &y, &z) >= 1) {
+            if (!strcmp(w->arrival, "bursty")) {
+                w->burst_factor = x;
+                w->burst_period_ms = y;
+            } else if (!strcmp(w->arrival, "step")) {
+                w->step_model = (uint32_t)x;
+                w->step_at_s = y;
+                w->step_factor = z;
+            }
+        } else if (!strcmp(a, "duration") && sscanf(line, "%*s %lf", &x) == 1) {
+            w->duration_s = x;
+        }
+    }
+    fclose(f);
+    return w->n ? 0 : -1;
+}
+
+static void four_cnn(workload *w)
+{
+    memset(w, 0, sizeof *w);
+    strcpy(w->name, "four_cnn");
+    strcpy(w->arrival, "poisson");
+    const char *names[4] = {"resnet50", "mobilenet_v2", "vgg19", "alexnet"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(w->m[i].name, sizeof w->m[i].name, "%s", names[i]);
+        w->m[i].slo_ms = 25;
+        w->m[i].weight = 1;
+    }
+    w->n = 4;
+    w->duration_s = 10;
+}
+
+/* Rate of model i at time t (req/s), for a total rate R. */
+static double model_rate(const workload *w, uint32_t i, double R, double t)
+{
+    double tot = 0;
+    for (uint32_t k = 0; k < w->n; k++)
+        tot += w->m[k].weight;
+    double r = R * w->m[i].weight / tot;
+    if (!strcmp(w->arrival, "step") && i == w->step_model && t >= w->step_at_s)
+        r *= w->step_factor;
+    if (!strcmp(w->arrival, "bursty")) {
+        /* on for 1/factor of each period at factor x the rate, off otherwise */
+        double period = w->burst_period_ms / 1e3, on = period / w->burst_factor;
+        r = fmod(t + i * period / w->n, period) < on ? r * w->burst_factor : 0;
+    }
+    return r;
+}
+
+/* Open-loop arrivals: per model a Poisson process (thinned for time-varying
+ * rates), merged in time order. */
+static ds_des_arrival *make_trace(const workload *w, double R, uint64_t seed, size_t *n_out)
+{
+    size_t cap = 1024, n = 0;
+    ds_des_arrival *tr = malloc(cap * sizeof *tr);
+    for (uint32_t i = 0; i < w->n; i++) {
+        rng_state = seed * 7919 + i * 104729 + 1;
+        double peak = 0;
+        for (double t = 0; t < w->duration_s; t += 0.001)
+            peak = fmax(peak, model_rate(w, i, R, t));
+        if (peak <= 0)
+            continue;
+        for (double t = -log(urand()) / peak; t < w->duration_s; t += -log(urand()) / peak) {
+            if (urand() * peak > model_rate(w, i, R, t))
+                continue;
+            if (n == cap)
+                tr = realloc(tr, (cap *= 2) * sizeof *tr);
+            tr[n++] = (ds_des_arrival){(uint64_t)(t * 1e9), i, 1};
+        }
+    }
+    /* merge: sort by time, then model (deterministic) */
+    for (size_t gap = n / 2; gap > 0; gap /= 2) /* shell sort keeps it dependency-free */
+        for (size_t i = gap; i < n; i++)
+            for (size_t j = i; j >= gap && (tr[j - gap].t_ns > tr[j].t_ns ||
+                                            (tr[j - gap].t_ns == tr[j].t_ns && tr[j - gap].model > tr[j].model));
+                 j -= gap) {
+                ds_des_arrival x = tr[j];
+                tr[j] = tr[j - gap];
+                tr[j - gap] = x;
+            }
+    *n_out = n;
+    return tr;
+}
+
+/* ---- one run ---- */
+
+typedef struct model_state {
+    ds_exec_plan *plan;
+    ds_latency_model *lat;
+    double planned_rate;
+    uint64_t slo_us;
+} model_state;
+
+typedef struct replan_ctx {
+    model_state *ms;
+    uint32_t n, n_units;
+    bool at_knee;
+    uint32_t replans;
+} replan_ctx;
+
+/* The library's planner, in virtual time: every 100 ms, a model whose
+ * measured rate moved by 1.5x from the planned one gets a new batch (and
+ * knee, for the policies that use one). */
+static void replan(void *arg, ds_des *d, uint64_t now_ns)
+{
+    (void)now_ns;
+    replan_ctx *rc = arg;
+    for (uint32_t i = 0; i < rc->n; i++) {
+        double rate = ds_des_model_rate(d, i);
+        if (!ds_replan_due(rc->ms[i].planned_rate, rate, 1.5))
+            continue;
+        ds_model_plan plan;
+        if (ds_plan_model(rc->ms[i].lat, rc->ms[i].slo_us, rate, rc->at_knee ? 0 : rc->n_units, 0, &plan) != DSTACK_OK)
+            continue;
+        ds_des_model_update(d, i, plan.batch, rc->at_knee ? plan.units : rc->n_units);
+        rc->ms[i].planned_rate = rate;
+        rc->replans++;
+    }
+}
+
+typedef struct step_track {
+    const workload *w;
+    uint64_t bucket_ns;
+    uint32_t n_buckets;
+    uint32_t *ok, *all;
+} step_track;
+
+static void on_completion(void *arg, uint32_t model, const dstack_completion *c, uint32_t samples)
+{
+    (void)model;
+    (void)samples;
+    step_track *st = arg;
+    if (!st || !st->ok)
+        return;
+    uint32_t b = (uint32_t)(c->submit_ns / st->bucket_ns);
+    if (b >= st->n_buckets)
+        return;
+    st->all[b]++;
+    st->ok[b] += c->status == DSTACK_OK && c->end_ns <= c->deadline_ns;
+}
+
+static int run_once(const workload *w, const policy_entry *p, double R, uint64_t seed, run_result *res,
+                    bool track_step)
+{
+    ds_executor_config ec = {0, DSTACK_PARTITION_GREEN_CTX, 0, 0};
+    ds_executor *ex;
+    if (ds_exec_sim_create(&ec, &ex) != DSTACK_OK)
+        return -1;
+    if (p->id == DSTACK_POLICY_IDEAL)
+        ds_sim_exec_set_ideal(ex, true);
+    ds_des_config dc = {ds_policy_find(p->id), ex, NULL, 4096};
+    ds_des *d;
+    if (ds_des_create(&dc, &d) != DSTACK_OK)
+        return -1;
+    model_state ms[MAX_MODELS];
+    memset(ms, 0, sizeof ms);
+    uint32_t n_units = ex->device.n_units;
+    for (uint32_t i = 0; i < w->n; i++) {
+        ds_plan_options po = {32, DSTACK_PRECISION_FP32};
+        if (ex->ops->plan_create(ex, w->m[i].g, &po, &ms[i].plan) != DSTACK_OK ||
+            ds_latency_model_build(ex, ms[i].plan, w->m[i].g, false, 32, &ms[i].lat) != DSTACK_OK)
+            return -1;
+        ds_model_plan plan;
+        double rate = model_rate(w, i, R, 0);
+        if (rate <= 0)
+            rate = R / w->n;
+        uint64_t slo_us = (uint64_t)(w->m[i].slo_ms * 1e3);
+        if (ds_plan_model(ms[i].lat, slo_us, rate, p->plan_at_knee ? 0 : n_units, 0, &plan) != DSTACK_OK)
+            return -1;
+        ms[i].planned_rate = rate;
+        ms[i].slo_us = slo_us;
+        ds_sched_model_config mc;
+        memset(&mc, 0, sizeof mc);
+        const ds_graph *g = w->m[i].g;
+        mc.plan = ms[i].plan;
+        mc.n_inputs = g->n_inputs;
+        mc.n_outputs = g->n_outputs;
+        for (uint32_t j = 0; j < g->n_inputs; j++)
+            mc.input_bytes[j] = (size_t)ds_tensor_numel(&g->tensors[g->inputs[j]]) * 4;
+        for (uint32_t j = 0; j < g->n_outputs; j++)
+            mc.output_bytes[j] = (size_t)ds_tensor_numel(&g->tensors[g->outputs[j]]) * 4;
+        mc.batch_size = plan.batch;
+        mc.max_batch = 32;
+        mc.unit_count = p->plan_at_knee ? plan.units : n_units;
+        mc.slo_ns = slo_us * 1000;
+        mc.latency = ds_latency_sched_ns;
+        mc.latency_arg = ms[i].lat;
+        if (ds_des_add_model(d, &mc) != DSTACK_OK)
+            return -1;
+    }
+    replan_ctx rc = {ms, w->n, n_units, p->plan_at_knee, 0};
+    ds_des_set_replan(d, 100000000ull, replan, &rc);
+    size_t n;
+    ds_des_arrival *tr = make_trace(w, R, seed, &n);
+    step_track st = {w, 250000000ull, 0, NULL, NULL};
+    if (track_step) {
+        st.n_buckets = (uint32_t)(w->duration_s * 4) + 1;
+        st.ok = calloc(st.n_buckets, sizeof *st.ok);
+        st.all = calloc(st.n_buckets, sizeof *st.all);
+    }
+    ds_des_run(d, tr, n, 0, on_completion, &st);
+    memset(res, 0, sizeof *res);
+    res->rate = R;
+    res->requests = n;
+    res->attain_min = 1;
+    double dur_ns = (double)ds_des_now_ns(d);
+    double jsum = 0, jsq = 0;
+    for (uint32_t i = 0; i < w->n; i++) {
+        dstack_model_stats s;
+        ds_des_stats(d, i, &s);
+        uint64_t all = s.submitted + s.rejected_queue_full;
+        res->attain[i] = all ? (double)s.slo_met / (double)all : 1.0;
+        if (getenv("SCHED_COMPARE_DEBUG"))
+            fprintf(stderr, "%s R=%.0f %s: sub=%llu rej=%llu ok=%llu missed=%llu met=%llu batches=%llu mean=%.2f p99=%llu us units=%u\n",
+                    p->name, R, w->m[i].name, (unsigned long long)s.submitted, (unsigned long long)s.rejected_queue_full,
+                    (unsigned long long)s.completed_ok, (unsigned long long)s.deadline_missed,
+                    (unsigned long long)s.slo_met, (unsigned long long)s.batches, s.mean_batch,
+                    (unsigned long long)s.latency_p99_us, ds_des_model_unit_ns(d, i) ? 0u : 0u);
+        res->attain_min = fmin(res->attain_min, res->attain[i]);
+        res->share[i] = dur_ns > 0 ? (double)ds_des_model_unit_ns(d, i) / (dur_ns * n_units) : 0;
+        double x = res->attain[i]; /* served fraction of each model's demand */
+        jsum += x;
+        jsq += x * x;
+    }
+    res->jain = jsq > 0 ? jsum * jsum / (w->n * jsq) : 1;
+    res->util = dur_ns > 0 ? ds_sim_exec_busy_sm_ns(ex) / (dur_ns * ds_sim_exec_device(ex)->sm_count) : 0;
+    if (track_step && w->step_factor > 0) {
+        /* first bucket after the step from which every bucket is >= 99% */
+        uint32_t at = (uint32_t)(w->step_at_s * 4), rec = st.n_buckets;
+        for (uint32_t b = st.n_buckets; b-- > at;) {
+            if (st.all[b] && (double)st.ok[b] / st.all[b] < 0.99)
+                break;
+            rec = b;
+        }
+        res->recover_s = rec >= st.n_buckets ? -1 : (rec - at) * 0.25;
+    }
+    free(st.ok);
+    free(st.all);
+    free(tr);
+    ds_des_destroy(d);
+    for (uint32_t i = 0; i < w->n; i++) {
+        ex->ops->plan_destroy(ex, ms[i].plan);
+        free(ms[i].lat);
+    }
+    ex->ops->destroy(ex);
+    return 0;
+}
+
+/* Goodput by bisection on the total rate. */
+static double goodput(const workload *w, const policy_entry *p, uint64_t seed, int iters, run_result *at)
+{
+    double lo = 0, hi = 200;
+    run_result r;
+    memset(at, 0, sizeof *at);
+    while (run_once(w, p, hi, seed, &r, false) == 0 && r.attain_min >= 0.99) {
+        lo = hi;
+        *at = r;
+        hi *= 2;
+        if (hi > 1e6)
+            break;
+    }
+    for (int i = 0; i < iters; i++) {
+        double mid = 0.5 * (lo + hi);
+        if (run_once(w, p, mid, seed, &r, false) != 0)
+            break;
+        if (r.attain_min >= 0.99) {
+            lo = mid;
+            *at = r;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* ---- overhead ---- */
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Policy decision time with 8 models, each with work, on a busy device. */
+static double decision_us(void)
+{
+    const ds_policy_ops *p = ds_policy_find(DSTACK_POLICY_DSTACK);
+    void *st = p->create();
+    ds_policy_mstate ps[8];
+    ds_sched_model_view mv[8];
+    memset(ps, 0, sizeof ps);
+    for (int i = 0; i < 8; i++)
+        mv[i] = (ds_sched_model_view){.id = (uint64_t)i + 1, .queued = 20, .queued_samples = 20,
+                                      .oldest_submit_ns = 1000 + (uint64_t)i, .oldest_deadline_ns = 25000000,
+                                      .batch_size = 8, .max_batch = 32, .unit_count = 3 + (uint32_t)i % 5,
+                                      .slo_ns = 25000000, .ps = &ps[i]};
+    ds_sched_view v = {2000000, 8, mv, 15, 0x7fff, 8};
+    ds_sched_decision d;
+    uint64_t wake;
+    const int N = 200000;
+    uint64_t t0 = ds_monotonic_ns();
+    for (int k = 0; k < N; k++) {
+        v.now_ns += 1;
+        p->pick(st, &v, &d, &wake);
+    }
+    double us = (double)(ds_monotonic_ns() - t0) / 1e3 / N;
+    p->destroy(st);
+    return us;
+}
+
+/* The library's own CPU per request through the public API's real-time
+ * driver: a model of a single ReLU on the sim backend (a few us of modeled
+ * time), a submitting loop and a polling loop in one thread. */
+static double cpu_us_per_req(int n)
+{
+    dstack_options o;
+    dstack_options_init(&o);
+    o.backend = DSTACK_BACKEND_SIM;
+    o.queue_capacity = 4096;
+    dstack_ctx *ctx;
+    if (dstack_create(&o, &ctx) != DSTACK_OK)
+        return -1;
+    /* a one-ReLU model of 4 floats, exported to ONNX bytes */
+    ds_graph *g = ds_graph_new("relu");
+    int64_t dims[2] = {1, 4};
+    uint32_t x = ds_graph_add_input(g, "x", 2, dims);
+    ds_op_attrs a;
+    ds_op_attrs_init(&a);
+    uint32_t y = ds_graph_add_node(g, DS_OP_RELU, "relu", &x, 1, &a, "y");
+    void *bytes = NULL;
+    size_t n_bytes = 0;
+    if (ds_graph_mark_output(g, y) != DSTACK_OK || ds_graph_finalize(g) != DSTACK_OK ||
+        ds_onnx_export(g, &bytes, &n_bytes) != DSTACK_OK)
+        return -1;
+    ds_graph_free(g);
+    dstack_model_desc d;
+    dstack_model_desc_init(&d);
+    dstack_model *m = NULL;
+    d.source = DSTACK_SOURCE_ONNX_BYTES;
+    d.bytes = bytes;
+    d.n_bytes = n_bytes;
+    d.max_batch = 64;
+    dstack_status rs = dstack_register_model(ctx, &d, &m);
+    free(bytes);
+    if (rs != DSTACK_OK) {
+        fprintf(stderr, "overhead: %s\n", dstack_last_error());
+        dstack_destroy(ctx);
+        return -1;
+    }
+    float in[4] = {0}, out[4];
+    dstack_buffer bi = {in, sizeof in}, bo = {out, sizeof out};
+    dstack_request r;
+    dstack_request_init(&r);
+    r.inputs = &bi;
+    r.n_inputs = 1;
+    r.outputs = &bo;
+    r.n_outputs = 1;
+    dstack_completion c[256];
+    double t0 = cpu_s();
+    uint64_t w0 = ds_monotonic_ns();
+    int done = 0, sent = 0;
+    while (done < n) {
+        dstack_ticket t;
+        while (sent < n && sent - done < 2048 && dstack_submit(ctx, m, &r, &t) == DSTACK_OK)
+            sent++;
+        size_t k = 0;
+        dstack_poll(ctx, c, 256, 1000, &k);
+        done += (int)k;
+    }
+    double cpu = cpu_s() - t0;
+    (void)w0;
+    dstack_destroy(ctx);
+    return cpu * 1e6 / n;
+}
+
+/* ---- main ---- */
+
+static void print_header(FILE *f)
+{
+    fprintf(f, "workload,policy,goodput_rps,slo_min_pct,util_pct,jain,ratio_ideal,ratio_temporal");
+    for (int i = 0; i < MAX_MODELS; i++)
+        fprintf(f, ",share%d", i);
+    fprintf(f, ",recover_s\n");
+}
+
+int main(int argc, char **argv)
+{
+    bool quick = false;
+    const char *out_dir = "bench/results";
+    const char *files[16];
+    int n_files = 0;
+    uint64_t seed = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick"))
+            quick = true;
+        else if (!strcmp(argv[i], "--workload") && i + 1 < argc && n_files < 16)
+            files[n_files++] = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc)
+            out_dir = argv[++i];
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+            seed = strtoull(argv[++i], NULL, 10);
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--workload FILE]... [--out DIR] [--seed N]\n", argv[0]);
+            return 2;
+        }
+    }
+    uint64_t wall0 = ds_monotonic_ns();
+    int n_w = 1 + n_files;
+    workload *ws = calloc((size_t)n_w, sizeof *ws);
+    four_cnn(&ws[0]);
+    for (int i = 0; i < n_files; i++)
+        if (load_workload(files[i], &ws[i + 1]) != 0)
+            return 2;
+    char csv[512];
+    snprintf(csv, sizeof csv, "%s/sched_compare%s.csv", out_dir, quick ? "-quick" : "");
+    FILE *f = fopen(csv, "w");
+    if (!f) {
+        fprintf(stderr, "sched_compare: cannot write %s\n", csv);
+        return 2;
+    }
+    print_header(f);
+    int iters = quick ? 5 : 9;
+    bool bound_ok = true;
+    double g4[N_POLICIES] = {0};
+    run_result r4[N_POLICIES];
+    memset(r4, 0, sizeof r4);
+    for (int wi = 0; wi < n_w; wi++) {
+        workload *w = &ws[wi];
+        if (quick)
+            w->duration_s = fmin(w->duration_s, 3);
+        for (uint32_t i = 0; i < w->n; i++) {
+            ds_zoo_params zp = {224, 1000, 1};
+            if (ds_zoo_build(w->m[i].name, &zp, &w->m[i].g) != DSTACK_OK || ds_graph_fold(w->m[i].g) != DSTACK_OK) {
+                fprintf(stderr, "sched_compare: zoo model '%s': %s\n", w->m[i].name, dstack_last_error());
+                return 2;
+            }
+        }
+        printf("\n== %s: %u models, %s arrivals, %.0f virtual s per run, goodput = max rate with every model >= 99%% SLO\n",
+               w->name, w->n, w->arrival, w->duration_s);
+        printf("%-15s %10s %8s %7s %6s %8s %8s  shares\n", "policy", "goodput/s", "slo_min", "util", "jain",
+               "x ideal", "x temp");
+        double g[N_POLICIES];
+        run_result at[N_POLICIES];
+        for (size_t p = 0; p < N_POLICIES; p++) {
+            g[p] = goodput(w, &POLICIES[p], seed, iters, &at[p]);
+            if (!strcmp(w->arrival, "step") && g[p] > 0) {
+                run_result rs;
+                run_once(w, &POLICIES[p], g[p] / w->step_factor, seed, &rs, true);
+                at[p].recover_s = rs.recover_s;
+            }
+        }
+        for (size_t p = 0; p < N_POLICIES; p++) {
+            double ri = g[0] > 0 ? g[p] / g[0] : 0, rt = g[2] > 0 ? g[p] / g[2] : 0;
+            printf("%-15s %10.0f %7.2f%% %6.1f%% %6.3f %8.2f %8.2f ", POLICIES[p].name, g[p], 100 * at[p].attain_min,
+                   100 * at[p].util, at[p].jain, ri, rt);
+            for (uint32_t i = 0; i < w->n; i++)
+                printf(" %s=%.2f", w->m[i].name, at[p].share[i]);
+            if (!strcmp(w->arrival, "step"))
+                printf("  recover=%.2fs", at[p].recover_s);
+            printf("\n");
+            fprintf(f, "%s,%s,%.1f,%.2f,%.2f,%.4f,%.4f,%.4f", w->name, POLICIES[p].name, g[p],
+                    100 * at[p].attain_min, 100 * at[p].util, at[p].jain, ri, rt);
+            for (int i = 0; i < MAX_MODELS; i++)
+                fprintf(f, ",%.4f", i < (int)w->n ? at[p].share[i] : 0.0);
+            fprintf(f, ",%.2f\n", at[p].recover_s);
+            /* the bound: ideal at least matches everyone, up to the bisection step */
+            double tol = g[0] / (1 << iters) + 1;
+            if (p > 0 && g[p] > g[0] + tol) {
+                printf("BOUND VIOLATED: %s beats ideal on %s\n", POLICIES[p].name, w->name);
+                bound_ok = false;
+            }
+        }
+        if (wi == 0) {
+            memcpy(g4, g, sizeof g);
+            memcpy(r4, at, sizeof at);
+        }
+        for (uint32_t i = 0; i < w->n; i++)
+            ds_graph_free(w->m[i].g);
+    }
+    fclose(f);
+    double dec = decision_us();
+    double cpu = cpu_us_per_req(quick ? 20000 : 200000);
+    printf("\ncsv: %s   ideal bound: %s   wall: %.1f s\n", csv, bound_ok ? "holds" : "VIOLATED",
+           (double)(ds_monotonic_ns() - wall0) / 1e9);
+    printf("dstack_vs_ideal=%.3f dstack_vs_temporal=%.3f dstack_vs_static=%.3f dstack_vs_streams=%.3f "
+           "slo_min=%.2f jain=%.3f cpu_us_per_req=%.2f decision_us=%.3f\n",
+           g4[0] > 0 ? g4[1] / g4[0] : 0, g4[2] > 0 ? g4[1] / g4[2] : 0, g4[3] > 0 ? g4[1] / g4[3] : 0,
+           g4[4] > 0 ? g4[1] / g4[4] : 0, 100 * r4[1].attain_min, r4[1].jain, cpu, dec);
+    free(ws);
+    return bound_ok ? 0 : 1;
+}
