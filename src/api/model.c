@@ -166,9 +166,10 @@ static void choose_share_and_batch(const ds_device_info *dev, const dstack_model
     uint32_t unit_sms = dev->unit_sms ? dev->unit_sms : 1;
     *units = dev->n_units ? dev->n_units : 1;
     if (d->fixed_sm_count) {
-        uint32_t want = (d->fixed_sm_count + unit_sms - 1) / unit_sms;
+        /* in 64 bits: fixed_sm_count near UINT32_MAX wrapped to a tiny share */
+        uint64_t want = ((uint64_t)d->fixed_sm_count + unit_sms - 1) / unit_sms;
         if (want < *units)
-            *units = want;
+            *units = (uint32_t)want;
     }
     am->info.sm_count = *units * unit_sms;
     if (am->info.sm_count > dev->sm_count)
