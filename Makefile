@@ -14,6 +14,13 @@
 # WITH_CUDA=1 builds the cuda backend (needs $(CUDA_HOME) with cuDNN and
 # cuBLAS); the default is 1 when cudnn.h is found there. libcuda is never
 # linked: driver entry points are fetched at run time.
+#
+# The cuda backend (src/exec/cuda, src/gpu, every .cu) is a module of its
+# own, lib/libdstack-cuda.so.MAJOR, linked against cuDNN/cuBLAS/cudart and
+# opened by libdstack.so only when a context wants cuda (src/exec/cuda_module.h);
+# libdstack.so links no CUDA library. libdstack.a holds the cuda objects
+# themselves: static programs link the CUDA libraries (pkg-config --static).
+# Every other folder under src/ goes into libdstack.so and libdstack.a.
 
 VERSION_MAJOR := $(shell sed -n 's/^\#define DSTACK_VERSION_MAJOR \([0-9]*\)/\1/p' include/dstack.h)
 VERSION_MINOR := $(shell sed -n 's/^\#define DSTACK_VERSION_MINOR \([0-9]*\)/\1/p' include/dstack.h)
@@ -44,25 +51,41 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointe
 CPPFLAGS_ALL := -Iinclude -Isrc -I$(BUILD)/gen -DDSTACK_BUILDING_LIBRARY -D_GNU_SOURCE \
                 -DDS_WITH_CUDA=$(WITH_CUDA)
 CFLAGS_ALL := -std=c11 $(OPT) $(WARN) -fPIC -fvisibility=hidden -pthread $(SAN) $(CFLAGS)
-LIBS := -lprotobuf-c -lpthread -lm -ldl
+CORE_LIBS := -lprotobuf-c -lpthread -lm -ldl
+LIBS := $(CORE_LIBS)
+
+# The cuda module's sources; the two stand-ins for it are
+# src/exec/exec_nocuda.c (WITH_CUDA=0) and src/exec/cuda_loader.c (libdstack.so).
+CUDA_DIRS := src/exec/cuda src/gpu
+CORE_C_SRC := $(shell find src -name '*.c' $(CUDA_DIRS:%=! -path '%/*') ! -name exec_nocuda.c \
+                ! -name cuda_loader.c | sort)
+CORE_OBJ := $(CORE_C_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
+
+SONAME := libdstack.so.$(VERSION_MAJOR)
+SHARED := $(LIBOUT)/libdstack.so.$(VERSION)
+STATIC := $(LIBOUT)/libdstack.a
 
 ifeq ($(WITH_CUDA),1)
 CPPFLAGS_ALL += -I$(CUDA_HOME)/include
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart -lstdc++
 LIBS += $(CUDA_LIBS)
+CUDA_C_SRC := $(shell find $(CUDA_DIRS) -name '*.c' | sort)
 CU_SRC := $(shell find src -name '*.cu' | sort)
-C_SRC := $(shell find src -name '*.c' ! -name '*_nocuda.c' | sort)
+CUDA_OBJ := $(CUDA_C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o)
+SHARED_OBJ := $(CORE_OBJ) $(BUILD)/obj/src/exec/cuda_loader.o
+STATIC_OBJ := $(CORE_OBJ) $(CUDA_OBJ)
+CUDA_SONAME := libdstack-cuda.so.$(VERSION_MAJOR)
+CUDA_MODULE := $(LIBOUT)/libdstack-cuda.so.$(VERSION)
+# The core objects the module needs (error messages, graph queries) come
+# from this archive: only what it refers to is linked in.
+CORE_ARCHIVE := $(BUILD)/libdstack-core.a
 else
-CU_SRC :=
-C_SRC := $(shell find src -name '*.c' ! -path 'src/exec/cuda/*' ! -path 'src/gpu/*' | sort)
+CUDA_OBJ :=
+SHARED_OBJ := $(CORE_OBJ) $(BUILD)/obj/src/exec/exec_nocuda.o
+STATIC_OBJ := $(SHARED_OBJ)
+CUDA_MODULE :=
 endif
-
-GEN_SRC := $(BUILD)/gen/onnx.pb-c.c
-OBJ := $(C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o) $(BUILD)/obj/gen/onnx.pb-c.o
-
-SONAME := libdstack.so.$(VERSION_MAJOR)
-SHARED := $(LIBOUT)/libdstack.so.$(VERSION)
-STATIC := $(LIBOUT)/libdstack.a
+OBJ := $(sort $(SHARED_OBJ) $(STATIC_OBJ))
 
 # Unit tests (tests/test_*.c) link the static library and may use internal
 # headers; integration tests (tests/api_*.c) link the shared library and see
@@ -79,7 +102,7 @@ TEST_LIBS := -lcmocka $(LIBS)
 .PHONY: all lib check test sanitize tsan examples install uninstall clean bench demo fuzz fuzz-smoke \
         fuzz-build soak bench-tools
 all: lib
-lib: $(SHARED) $(STATIC)
+lib: $(SHARED) $(STATIC) $(CUDA_MODULE)
 
 $(BUILD)/gen/onnx.pb-c.c: $(ONNX_PROTO)
 	@mkdir -p $(BUILD)/gen
@@ -99,32 +122,44 @@ $(BUILD)/obj/%.cu.o: %.cu
 	$(NVCC) $(CUDA_ARCHS) -O2 -std=c++17 -Iinclude -Isrc -DDSTACK_BUILDING_LIBRARY \
 	    -Xcompiler -fPIC,-fvisibility=hidden -c $< -o $@
 
-$(SHARED): $(OBJ)
+$(SHARED): $(SHARED_OBJ)
 	@mkdir -p $(LIBOUT)
-	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(SAN) -pthread -o $@ $(OBJ) $(LIBS)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -Wl,--as-needed $(SAN) -pthread -o $@ \
+	    $(SHARED_OBJ) $(CORE_LIBS)
 	ln -sf libdstack.so.$(VERSION) $(LIBOUT)/$(SONAME)
 	ln -sf $(SONAME) $(LIBOUT)/libdstack.so
 
-$(STATIC): $(OBJ)
+$(STATIC): $(STATIC_OBJ)
 	@mkdir -p $(LIBOUT)
 	rm -f $@
-	ar rcs $@ $(OBJ)
+	ar rcs $@ $(STATIC_OBJ)
+
+$(CORE_ARCHIVE): $(CORE_OBJ)
+	rm -f $@
+	ar rcs $@ $(CORE_OBJ)
+
+# Exports ds_cuda_module_open and nothing else (tools/cuda_module.map).
+$(CUDA_MODULE): $(CUDA_OBJ) $(CORE_ARCHIVE) tools/cuda_module.map
+	@mkdir -p $(LIBOUT)
+	$(CC) -shared -Wl,-soname,$(CUDA_SONAME) -Wl,--no-undefined -Wl,--version-script=tools/cuda_module.map \
+	    $(SAN) -pthread -o $@ $(CUDA_OBJ) $(CORE_ARCHIVE) $(CUDA_LIBS) $(CORE_LIBS)
+	ln -sf libdstack-cuda.so.$(VERSION) $(LIBOUT)/$(CUDA_SONAME)
 
 $(BUILD)/tests/test_%: tests/test_%.c $(STATIC) $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) $(TEST_LIBS)
 
-$(BUILD)/tests/api_%: tests/api_%.c $(SHARED) $(wildcard tests/*.h)
+$(BUILD)/tests/api_%: tests/api_%.c $(SHARED) $(CUDA_MODULE) $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) -Iinclude -std=c11 $(OPT) $(WARN) -pthread $(SAN) -Wno-missing-prototypes -o $@ $< \
 	    -L$(LIBOUT) -Wl,-rpath,$(abspath $(LIBOUT)) -ldstack -lcmocka -lpthread -lm
 
-$(CONFORMANCE): tests/onnx_conformance.c $(SHARED)
+$(CONFORMANCE): tests/onnx_conformance.c $(SHARED) $(CUDA_MODULE)
 	@mkdir -p $(dir $@)
 	$(CC) -Iinclude -Isrc -I$(BUILD)/gen -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -pthread $(SAN) -o $@ $< \
 	    $(BUILD)/obj/gen/onnx.pb-c.o -L$(LIBOUT) -Wl,-rpath,$(abspath $(LIBOUT)) -ldstack -lprotobuf-c -lm
 
-$(BUILD)/examples/%: examples/%.c $(SHARED)
+$(BUILD)/examples/%: examples/%.c $(SHARED) $(CUDA_MODULE)
 	@mkdir -p $(dir $@)
 	$(CC) -Iinclude -std=c11 $(OPT) $(WARN) -pthread $(SAN) -o $@ $< \
 	    -L$(LIBOUT) -Wl,-rpath,$(abspath $(LIBOUT)) -ldstack -lpthread -lm
@@ -201,6 +236,8 @@ install: lib
 	ln -sf libdstack.so.$(VERSION) $(DESTDIR)$(LIBDIR_INSTALL)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR_INSTALL)/libdstack.so
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR_INSTALL)/
+	$(if $(CUDA_MODULE),install -m 755 $(CUDA_MODULE) $(DESTDIR)$(LIBDIR_INSTALL)/)
+	$(if $(CUDA_MODULE),ln -sf libdstack-cuda.so.$(VERSION) $(DESTDIR)$(LIBDIR_INSTALL)/$(CUDA_SONAME))
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR_INSTALL)|' -e 's|@INCDIR@|$(INCDIR_INSTALL)|' \
 	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LIBS)|' pkgconfig/dstack.pc.in \
 	    > $(DESTDIR)$(PKGDIR_INSTALL)/dstack.pc
@@ -208,10 +245,12 @@ install: lib
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR_INSTALL)/dstack.h $(DESTDIR)$(LIBDIR_INSTALL)/libdstack.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR_INSTALL)/$(SONAME) $(DESTDIR)$(LIBDIR_INSTALL)/libdstack.so \
-	      $(DESTDIR)$(LIBDIR_INSTALL)/libdstack.a $(DESTDIR)$(PKGDIR_INSTALL)/dstack.pc
+	      $(DESTDIR)$(LIBDIR_INSTALL)/libdstack.a $(DESTDIR)$(PKGDIR_INSTALL)/dstack.pc \
+	      $(DESTDIR)$(LIBDIR_INSTALL)/libdstack-cuda.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR_INSTALL)/libdstack-cuda.so.$(VERSION_MAJOR)
 
 clean:
-	rm -rf build lib/libdstack.* tests/onnx_conformance
+	rm -rf build lib/libdstack* tests/onnx_conformance
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

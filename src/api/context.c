@@ -72,6 +72,7 @@ static dstack_status open_backend(dstack_ctx *ctx)
     case DSTACK_BACKEND_AUTO:
         break;
     }
+    cfg.driver_first = true;
     dstack_status st = ds_exec_cuda_create(&cfg, &ctx->exec);
     if (st == DSTACK_OK) {
         ctx->backend = DSTACK_BACKEND_CUDA;

@@ -177,9 +177,9 @@ static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_
     am->fixed_batch = d->fixed_batch;
     am->fixed_units = 0;
     if (d->fixed_sm_count && !cpu) {
-        am->fixed_units = (d->fixed_sm_count + unit_sms - 1) / unit_sms;
-        if (am->fixed_units > n_units)
-            am->fixed_units = n_units;
+        /* in 64 bits: fixed_sm_count near UINT32_MAX wrapped to a tiny share */
+        uint64_t want = ((uint64_t)d->fixed_sm_count + unit_sms - 1) / unit_sms;
+        am->fixed_units = want > n_units ? n_units : (uint32_t)want;
     }
     *units = n_units;
     am->info.batch_size = d->fixed_batch ? d->fixed_batch : d->max_batch;

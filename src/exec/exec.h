@@ -16,6 +16,7 @@
 #ifndef DS_EXEC_H
 #define DS_EXEC_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "dstack.h"
@@ -104,6 +105,9 @@ typedef struct ds_executor_config {
     dstack_partitioning partitioning; /* may be AUTO */
     uint32_t cpu_threads;             /* 0 = one per core */
     uint32_t sim_sm_count;
+    /* cuda: fail with NO_DEVICE before loading anything when there is no
+     * CUDA driver (backend auto on a host without a GPU stays small). */
+    bool driver_first;
 } ds_executor_config;
 
 /* Backend constructors. Each fails with a status and a message, never a

@@ -27,4 +27,13 @@ void ds_error_clear(void);
 
 const char *ds_error_message(void);
 
+/* This thread's message buffer (DS_ERROR_LEN bytes). */
+#define DS_ERROR_LEN 512
+char *ds_error_buffer(void);
+
+/* Send this copy's messages to `buffer` (NULL: back to its own). Only a
+ * module that carries its own copy of this file calls it, once, at load:
+ * see exec/cuda_module.h. */
+void ds_error_use_buffer(char *(*buffer)(void));
+
 #endif
