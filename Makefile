@@ -166,3 +166,6 @@ clean:
 	rm -rf build lib/libdstack.* tests/onnx_conformance
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# The Triton Inference Server backend: make triton, make triton-check.
+include triton/triton.mk
