@@ -495,6 +495,11 @@ TRITONSERVER_Error *TRITONBACKEND_ModelInstanceFinalize(TRITONBACKEND_ModelInsta
     td_instance *inst = state;
     if (!inst)
         return NULL;
+    pthread_mutex_lock(&inst->lock);
+    uint32_t n = inst->in_flight;
+    pthread_mutex_unlock(&inst->lock);
+    TD_LOG(INFO, "dstack: instance %s of model %s: waiting for %u request%s in flight", inst->name,
+           inst->model->name, n, n == 1 ? "" : "s");
     td_instance_wait_idle(inst);
     pthread_cond_destroy(&inst->idle);
     pthread_mutex_destroy(&inst->lock);
