@@ -82,17 +82,19 @@ def write_repo(root, models):
 
 
 class Server:
-    def __init__(self, binary, repo, backends, backend, logpath):
+    def __init__(self, binary, repo, backends, backend, logpath, models=("tiny_cnn", "mlp2"),
+                 backend_config=()):
         self.http = free_port()
         self.metrics = free_port()
         self.logpath = logpath
         args = [binary, "--model-repository=" + repo, "--backend-directory=" + backends,
-                "--model-control-mode=explicit", "--load-model=tiny_cnn", "--load-model=mlp2",
-                "--backend-config=dstack,backend=" + backend,
+                "--model-control-mode=explicit", "--backend-config=dstack,backend=" + backend,
                 "--http-address=127.0.0.1", "--http-port=%d" % self.http,
                 "--allow-grpc=false", "--allow-metrics=true", "--allow-gpu-metrics=false",
                 "--metrics-address=127.0.0.1", "--metrics-port=%d" % self.metrics,
                 "--exit-timeout-secs=30", "--log-verbose=0"]
+        args += ["--load-model=" + m for m in models]
+        args += ["--backend-config=dstack," + kv for kv in backend_config]
         self.log = open(logpath, "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = "127.0.0.1:%d" % self.http
@@ -454,6 +456,59 @@ def test_stop_in_flight(server):
               closed, "; errors: " + errors[0] if errors else ""))
 
 
+def test_queue_full(args, repo, work, oracles):
+    """A server whose context queues 8 samples per model, sent 8 requests of
+    8 samples at once, 10 times over: the requests that do not fit must come
+    back UNAVAILABLE (HTTP 503) saying the queue is full, after the samples
+    of theirs already queued have run; the others must be right."""
+    server = Server(args.tritonserver, repo, args.backends, args.backend,
+                    os.path.join(work, "tritonserver-queue.log"), models=("tiny_cnn",),
+                    backend_config=("queue_capacity=8",))
+    try:
+        if not server.wait_ready():
+            report(False, "server with queue_capacity 8 ready")
+            return
+        outcomes = []
+        lock = threading.Lock()
+
+        def run(seed):
+            rng = np.random.default_rng(seed)
+            c = th.InferenceServerClient(server.url, connection_timeout=30, network_timeout=60)
+            for _ in range(10):
+                feeds = feeds_for("tiny_cnn", 8, rng)
+                try:
+                    r = infer(c, "tiny_cnn", feeds, retries=1)
+                    right = max_err(r.as_numpy("probs"), oracles.ort_run("tiny_cnn", feeds)["probs"])
+                    out = "ok" if right < 1e-4 else "wrong"
+                except InferenceServerException as e:
+                    out = "full" if (e.status() == "503" or "503" in str(e)) and \
+                        "queue full" in str(e) else "other: " + str(e)[:120]
+                with lock:
+                    outcomes.append(out)
+            c.close()
+
+        threads = [threading.Thread(target=run, args=(300 + i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        hung = any(t.is_alive() for t in threads)
+        others = [o for o in outcomes if o not in ("ok", "full")]
+        st = th.InferenceServerClient(server.url).get_inference_statistics("tiny_cnn")
+        inf = st["model_stats"][0]["inference_stats"]
+        ok = (not hung and len(outcomes) == 80 and not others and outcomes.count("full") > 0 and
+              int(inf["fail"]["count"]) == outcomes.count("full") and
+              int(inf["success"]["count"]) == outcomes.count("ok"))
+        report(ok, "queue_capacity 8, 8 clients x 10 requests of 8 samples: %d right, %d "
+               "UNAVAILABLE 'queue full', %d other%s; Triton counts %s ok / %s failed"
+               % (outcomes.count("ok"), outcomes.count("full"), len(others),
+                  ": " + others[0] if others else "", inf["success"]["count"],
+                  inf["fail"]["count"]))
+    finally:
+        rc = server.stop()
+        report(rc == 0, "server with queue_capacity 8 stopped cleanly (exit %s)" % rc)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tritonserver", required=True)
@@ -492,6 +547,7 @@ def main():
         test_unload_in_flight(server, client)
         client.close()
         test_stop_in_flight(server)
+        test_queue_full(args, repo, work, oracles)
     finally:
         if server.proc.poll() is None:
             server.stop()
