@@ -319,6 +319,23 @@ static void model_free(td_model *m)
     free(m);
 }
 
+/* A model may repeat a context knob the server set (--backend-config) but
+ * not contradict it: the server's setting holds for every model. */
+static int server_settings_conflict(const td_ctx_params *server, const td_ctx_params *model,
+                                    char *why, size_t len)
+{
+    td_ctx_params have = *model; /* what the server leaves unset cannot conflict */
+    if (server->policy_set)
+        have.policy = server->policy;
+    if (server->partitioning_set)
+        have.partitioning = server->partitioning;
+    if (server->queue_capacity_set)
+        have.queue_capacity = server->queue_capacity;
+    if (server->cpu_threads_set)
+        have.cpu_threads = server->cpu_threads;
+    return td_ctx_params_compatible(&have, model, why, len);
+}
+
 /* Read the config, complete it from the registered model if Triton lets us,
  * and check what it says against the model. */
 static TRITONSERVER_Error *model_configure(td_model *m, TRITONBACKEND_Model *model,
@@ -344,6 +361,10 @@ static TRITONSERVER_Error *model_configure(td_model *m, TRITONBACKEND_Model *mod
                         "config.pbtxt: libdstack forms the batches itself (its batch size "
                         "follows the SLO), and Triton's batcher in front of it would only add "
                         "queueing delay", m->name);
+        goto out;
+    }
+    if (server_settings_conflict(&m->backend->defaults, &m->cfg.ctx, why, sizeof why) < 0) {
+        err = error_new(TRITONSERVER_ERROR_INVALID_ARG, "dstack: model %s: %s", m->name, why);
         goto out;
     }
     td_ctx_params_overlay(&m->backend->defaults, &m->cfg.ctx, &m->ctx_params);

@@ -1,5 +1,6 @@
 #!/bin/sh
-# The Triton backend's tests: the config unit tests (cmocka), then a real
+# The Triton backend's tests: the config unit tests and the backend against
+# a stand-in for the server (cmocka), then a real
 # tritonserver from PyPI's nvidia-pytriton wheel serving ONNX models through
 # $BUILD/triton/backends/dstack (tests/triton/test_triton.py).
 #
@@ -23,13 +24,15 @@ passed=0; failed=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-echo "== $BUILD/triton/test_triton_config"
-"$BUILD/triton/test_triton_config" >"$log" 2>&1; rc=$?
-cat "$log"
-p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1/p' "$log"); p=${p:-0}
-f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test(s), listed below:/\1/p' "$log"); f=${f:-0}
-[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-passed=$((passed + p)); failed=$((failed + f))
+for t in test_triton_config test_triton_backend; do
+    echo "== $BUILD/triton/$t"
+    "$BUILD/triton/$t" >"$log" 2>&1; rc=$?
+    cat "$log"
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1/p' "$log"); p=${p:-0}
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test(s), listed below:/\1/p' "$log"); f=${f:-0}
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    passed=$((passed + p)); failed=$((failed + f))
+done
 
 # Where the wheel put tritonserver (without importing pytriton, whose
 # package imports need the dependencies left out on purpose).
