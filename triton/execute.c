@@ -304,6 +304,46 @@ static void submit_samples(td_job *job, td_registration *reg, uint64_t deadline_
     }
 }
 
+/* The request's own deadline: its parameter deadline_us (an integer, or a
+ * decimal string), else the model's. 0 when neither is set (the library then
+ * uses submit time + SLO). -1 with the job failed on a bad value. */
+static int64_t request_deadline_us(td_job *job, uint64_t model_deadline_us)
+{
+    uint32_t n = 0;
+    TRITONSERVER_Error *e = TRITONBACKEND_RequestParameterCount(job->request, &n);
+    if (e) {
+        TRITONSERVER_ErrorDelete(e);
+        n = 0;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const char *key;
+        TRITONSERVER_ParameterType type;
+        const void *value;
+        if ((e = TRITONBACKEND_RequestParameter(job->request, i, &key, &type, &value))) {
+            TRITONSERVER_ErrorDelete(e);
+            continue;
+        }
+        if (strcmp(key, "deadline_us") != 0)
+            continue;
+        long long us = -1;
+        if (type == TRITONSERVER_PARAMETER_INT) {
+            us = (long long)*(const int64_t *)value;
+        } else if (type == TRITONSERVER_PARAMETER_STRING) {
+            char *end;
+            us = strtoll(value, &end, 10);
+            if (end == (const char *)value || *end)
+                us = -1;
+        }
+        if (us <= 0 || us > (long long)(UINT64_MAX / 4000u)) {
+            job_fail(job, TRITONSERVER_ERROR_INVALID_ARG, "dstack: request parameter deadline_us "
+                     "must be a positive number of microseconds");
+            return -1;
+        }
+        return us;
+    }
+    return (int64_t)model_deadline_us;
+}
+
 static void execute_one(td_instance *inst, TRITONBACKEND_Request *request, uint64_t now)
 {
     td_job *job = calloc(1, sizeof *job);
@@ -334,9 +374,12 @@ static void execute_one(td_instance *inst, TRITONBACKEND_Request *request, uint6
         TRITONSERVER_ErrorDelete(e);
     if (cancelled)
         job_fail(job, TRITONSERVER_ERROR_CANCELLED, "dstack: request cancelled before it ran");
-    else if (job_inputs(job, &inst->reg->info, batched) == 0 &&
-             job_outputs(job, &inst->reg->info, batched) == 0)
-        submit_samples(job, inst->reg, m->cfg.deadline_us);
+    else {
+        int64_t deadline_us = request_deadline_us(job, m->cfg.deadline_us);
+        if (deadline_us >= 0 && job_inputs(job, &inst->reg->info, batched) == 0 &&
+            job_outputs(job, &inst->reg->info, batched) == 0)
+            submit_samples(job, inst->reg, (uint64_t)deadline_us);
+    }
     if (!job->response) /* an early failure: an error response needs one */
         TRITONBACKEND_ResponseNew(&job->response, request);
     job_release(job);
@@ -392,9 +435,15 @@ static void complete_one(const dstack_completion *c, int64_t to_triton)
         report_batch(inst->reg, inst, c, to_triton);
     } else {
         unsigned long long waited_us = (c->end_ns - c->submit_ns) / 1000u;
-        job_fail(job, triton_code(c->status), "dstack: model %s: %s (after %llu us; SLO %llu us)",
-                 inst->model->name, dstack_strerror(c->status), waited_us,
-                 (unsigned long long)inst->reg->info.slo_us);
+        if (c->status == DSTACK_ERR_DEADLINE_MISSED)
+            job_fail(job, triton_code(c->status), "dstack: model %s: deadline missed: still "
+                     "queued %llu us after it arrived, %lld us past its deadline (SLO %llu us)",
+                     inst->model->name, waited_us,
+                     ((long long)c->end_ns - (long long)c->deadline_ns) / 1000,
+                     (unsigned long long)inst->reg->info.slo_us);
+        else
+            job_fail(job, triton_code(c->status), "dstack: model %s: %s (after %llu us)",
+                     inst->model->name, dstack_strerror(c->status), waited_us);
     }
     job_release(job);
 }

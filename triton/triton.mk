@@ -16,12 +16,13 @@ TRITON_BACKEND_DIR := $(TRITON_OUT)/backends/dstack
 TRITON_SO := $(TRITON_BACKEND_DIR)/libtriton_dstack.so
 TRITON_SRC := triton/backend.c triton/execute.c triton/config.c
 TRITON_UNIT := $(TRITON_OUT)/test_triton_config $(TRITON_OUT)/test_triton_backend
+TRITON_EXPORT := $(TRITON_OUT)/dstack_export
 TRITON_CFLAGS := -Iinclude -std=c11 $(OPT) $(WARN) -Wconversion -fPIC -fvisibility=hidden \
                  -pthread -D_GNU_SOURCE $(CFLAGS)
 HAVE_CJSON := $(wildcard /usr/include/cjson/cJSON.h)
 
 .PHONY: triton triton-check
-triton: $(TRITON_SO) $(TRITON_BACKEND_DIR)/$(SONAME) $(TRITON_UNIT)
+triton: $(TRITON_SO) $(TRITON_BACKEND_DIR)/$(SONAME) $(TRITON_UNIT) $(TRITON_EXPORT)
 
 $(TRITON_SO): $(TRITON_SRC) $(wildcard triton/*.h) include/dstack.h $(SHARED)
 	@mkdir -p $(dir $@)
@@ -45,6 +46,12 @@ $(TRITON_OUT)/test_triton_backend: tests/triton/test_triton_backend.c $(TRITON_S
 	$(CC) -Iinclude -Itriton -std=c11 $(OPT) $(WARN) -Wno-missing-prototypes -pthread \
 	    -D_GNU_SOURCE $(SAN) -o $@ tests/triton/test_triton_backend.c $(TRITON_SRC) \
 	    -L$(LIBOUT) -Wl,-rpath,$(abspath $(LIBOUT)) -ldstack -lcjson -lcmocka
+
+# Writes zoo models as ONNX files for the server test (the exporter is
+# internal to the library, so this links the static library).
+$(TRITON_EXPORT): tests/python/dstack_export.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) -std=c11 $(OPT) $(SAN) -o $@ $< $(STATIC) $(LIBS)
 
 triton-check: triton
 	BUILD=$(BUILD) LIBOUT=$(LIBOUT) sh tests/triton/run.sh

@@ -69,6 +69,12 @@ typedef enum {
     TRITONSERVER_LOG_VERBOSE = 3
 } TRITONSERVER_LogLevel;
 
+typedef enum {
+    TRITONSERVER_PARAMETER_STRING = 0,
+    TRITONSERVER_PARAMETER_INT = 1,
+    TRITONSERVER_PARAMETER_BOOL = 2
+} TRITONSERVER_ParameterType;
+
 typedef enum { TRITONBACKEND_ARTIFACT_FILESYSTEM = 0 } TRITONBACKEND_ArtifactType;
 
 #define TRITONSERVER_RESPONSE_COMPLETE_FINAL 1u
@@ -141,6 +147,13 @@ TRITONSERVER_Error *TRITONBACKEND_ModelInstanceReportBatchStatistics(
 TRITONSERVER_Error *TRITONBACKEND_RequestId(TRITONBACKEND_Request *request, const char **id);
 TRITONSERVER_Error *TRITONBACKEND_RequestIsCancelled(TRITONBACKEND_Request *request,
                                                      bool *is_cancelled);
+TRITONSERVER_Error *TRITONBACKEND_RequestParameterCount(TRITONBACKEND_Request *request,
+                                                        uint32_t *count);
+/* INT values point at an int64_t, STRING values are a NUL-terminated string. */
+TRITONSERVER_Error *TRITONBACKEND_RequestParameter(TRITONBACKEND_Request *request,
+                                                   const uint32_t index, const char **key,
+                                                   TRITONSERVER_ParameterType *type,
+                                                   const void **vvalue);
 TRITONSERVER_Error *TRITONBACKEND_RequestInput(TRITONBACKEND_Request *request, const char *name,
                                                TRITONBACKEND_Input **input);
 TRITONSERVER_Error *TRITONBACKEND_RequestInputCount(TRITONBACKEND_Request *request,

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""Writes the small ONNX models of the Triton backend test, with onnx.helper.
+"""Writes the small ONNX models of the Triton backend test.
 
-    make_models.py OUT_DIR    writes OUT_DIR/tiny_cnn.onnx and OUT_DIR/mlp2.onnx
+    make_models.py OUT_DIR [EXPORT_TOOL]
+        writes OUT_DIR/tiny_cnn.onnx and OUT_DIR/mlp2.onnx (onnx.helper), and
+        with EXPORT_TOOL (dstack_export, built by make triton) also
+        OUT_DIR/squeezenet.onnx, the library's zoo squeezenet1_1 at 32x32
+        pixels with 10 classes (3 MB, a few ms per sample on the cpu backend)
 
 tiny_cnn  Conv-Relu-MaxPool-GlobalAveragePool-Flatten-Gemm-Softmax, input
           "input" [N,3,8,8], output "probs" [N,5] (a copy of tests/data's)
@@ -13,6 +17,7 @@ Weights come from a fixed seed, so every run writes the same files.
 """
 import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -53,6 +58,9 @@ def main():
     shutil.copyfile(os.path.join(here, "..", "data", "tiny_cnn.onnx"),
                     os.path.join(out, "tiny_cnn.onnx"))
     write_mlp2(os.path.join(out, "mlp2.onnx"))
+    if len(sys.argv) > 2:
+        subprocess.run([sys.argv[2], "squeezenet1_1", os.path.join(out, "squeezenet.onnx"),
+                        "32", "10", "5"], check=True)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ fi
 echo "== tests/triton/test_triton.py (tritonserver $("$VENV/bin/pip" show nvidia-pytriton 2>/dev/null | sed -n 's/^Version: //p' | sed 's/^/from nvidia-pytriton /'), backend $DSTACK_TRITON_BACKEND)"
 timeout 600 "$VENV/bin/python" tests/triton/test_triton.py --tritonserver "$TS" \
     --backends "$BUILD/triton/backends" --libout "$LIBOUT" --backend "$DSTACK_TRITON_BACKEND" \
+    --export-tool "$BUILD/triton/dstack_export" \
     >"$log" 2>&1; rc=$?
 grep -v '^[0-9]* passed, [0-9]* failed$' "$log"
 p=$(grep -c '^PASS' "$log"); f=$(grep -c '^FAIL' "$log")

@@ -30,6 +30,7 @@ import onnxruntime as ort
 import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
 
+MODELS = ("tiny_cnn", "mlp2", "squeezenet")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "python"))
 import dstack_ctypes as ds  # noqa: E402
@@ -57,6 +58,17 @@ parameters {{ key: "slo_us" value: {{ string_value: "200000" }} }}
 {extra}
 """
 
+# squeezenet (the library's zoo, exported to ONNX) runs as two instances
+# of one model: both submit to the model's one registration.
+SQUEEZENET_CONFIG = """name: "squeezenet"
+backend: "dstack"
+max_batch_size: 4
+input [ { name: "input" data_type: TYPE_FP32 dims: [ 3, 32, 32 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+instance_group [ { kind: KIND_CPU count: 2 } ]
+parameters { key: "slo_us" value: { string_value: "500000" } }
+"""
+
 # mlp2 says nothing but its backend: inputs, outputs and max_batch_size
 # are completed by the backend from the ONNX model.
 MLP2_CONFIG = 'backend: "dstack"\n'
@@ -71,6 +83,7 @@ def write_repo(root, models):
 
     model("tiny_cnn", "tiny_cnn.onnx", TINY_CONFIG.format(name="tiny_cnn", extra=""))
     model("mlp2", "mlp2.onnx", MLP2_CONFIG)
+    model("squeezenet", "squeezenet.onnx", SQUEEZENET_CONFIG)
     model("bad_batcher", "tiny_cnn.onnx",
           TINY_CONFIG.format(name="bad_batcher", extra="dynamic_batching { }"))
     model("bad_dims", "tiny_cnn.onnx",
@@ -82,7 +95,8 @@ def write_repo(root, models):
 
 
 class Server:
-    def __init__(self, binary, repo, backends, backend, logpath, models=("tiny_cnn", "mlp2"),
+    def __init__(self, binary, repo, backends, backend, logpath,
+                 models=("tiny_cnn", "mlp2", "squeezenet"),
                  backend_config=()):
         self.http = free_port()
         self.metrics = free_port()
@@ -149,12 +163,12 @@ class Oracles:
     def __init__(self, models, libout):
         self.ort = {m: ort.InferenceSession(os.path.join(models, m + ".onnx"),
                                             providers=["CPUExecutionProvider"])
-                    for m in ("tiny_cnn", "mlp2")}
+                    for m in MODELS}
         self.lib = ds.Library(libout)
         self.ctx = ds.Context(self.lib, ds.BACKEND_CPU)
         self.dstack = {m: self.ctx.register(ds.SOURCE_ONNX_FILE,
                                             path=os.path.join(models, m + ".onnx"))
-                       for m in ("tiny_cnn", "mlp2")}
+                       for m in MODELS}
 
     def ort_run(self, model, feeds):
         sess = self.ort[model]
@@ -175,11 +189,13 @@ class Oracles:
 def feeds_for(model, n, rng):
     if model == "tiny_cnn":
         return {"input": rng.standard_normal((n, 3, 8, 8)).astype(np.float32)}
+    if model == "squeezenet":
+        return {"input": rng.standard_normal((n, 3, 32, 32)).astype(np.float32)}
     return {"a": rng.standard_normal((n, 16)).astype(np.float32),
             "b": rng.standard_normal((n, 16)).astype(np.float32)}
 
 
-def infer(client, model, feeds, outputs=None, order=None, retries=20):
+def infer(client, model, feeds, outputs=None, order=None, retries=20, parameters=None):
     inputs = []
     for name in order or feeds:
         x = feeds[name]
@@ -189,7 +205,7 @@ def infer(client, model, feeds, outputs=None, order=None, retries=20):
     req_outs = [th.InferRequestedOutput(o) for o in outputs] if outputs else None
     for attempt in range(retries):
         try:
-            return client.infer(model, inputs, outputs=req_outs)
+            return client.infer(model, inputs, outputs=req_outs, parameters=parameters)
         except InferenceServerException as e:
             # QUEUE_FULL comes back as UNAVAILABLE: retry, as a client should.
             if "queue full" in str(e).lower() and attempt + 1 < retries:
@@ -223,8 +239,14 @@ def test_log_and_shared_context(server):
     report(server.wait_log("successfully loaded 'tiny_cnn'", "successfully loaded 'mlp2'"),
            "server log shows tiny_cnn and mlp2 ready")
     shared = server.wait_log("model tiny_cnn registered on context #1",
-                             "model mlp2 registered on context #1", "which now serves 2 models")
-    report(shared, "tiny_cnn and mlp2 share one libdstack context (#1) in one server")
+                             "model mlp2 registered on context #1",
+                             "model squeezenet registered on context #1",
+                             "which now serves 3 models")
+    report(shared, "tiny_cnn, mlp2 and squeezenet share one libdstack context (#1)")
+    report(server.wait_log("instance squeezenet_0_0 of model squeezenet submits to context #1",
+                           "instance squeezenet_0_1 of model squeezenet submits to context #1") and
+           server.text().count("model squeezenet registered") == 1,
+           "squeezenet's two instances submit to its one registration")
 
 
 def test_autocomplete(client):
@@ -244,6 +266,9 @@ def test_outputs(oracles, client, rng, counts):
         counts["tiny_cnn"] += 1
         counts["tiny_samples"] += n
         report(ok, "tiny_cnn, %d sample(s): %s" % (n, how))
+    for n in (1, 4):
+        ok, how = check_outputs(oracles, client, "squeezenet", n, rng)
+        report(ok, "squeezenet (zoo squeezenet1_1 exported to ONNX), %d sample(s): %s" % (n, how))
     mbs = client.get_model_config("mlp2")["max_batch_size"]
     for n in (1, mbs):
         ok, how = check_outputs(oracles, client, "mlp2", n, rng, order=["b", "a"])
@@ -331,6 +356,17 @@ def test_deadline(client, rng):
                  lambda: infer(client, "late", feeds_for("tiny_cnn", 1, rng), retries=1),
                  "deadline")
     client.unload_model("late")
+    expect_error("a request with parameter deadline_us 1",
+                 lambda: infer(client, "tiny_cnn", feeds_for("tiny_cnn", 2, rng), retries=1,
+                               parameters={"deadline_us": 1}), "deadline missed")
+    expect_error("a request with parameter deadline_us -5",
+                 lambda: infer(client, "tiny_cnn", feeds_for("tiny_cnn", 1, rng), retries=1,
+                               parameters={"deadline_us": -5}), "deadline_us")
+    try:
+        infer(client, "tiny_cnn", feeds_for("tiny_cnn", 2, rng), parameters={"deadline_us": 10**7})
+        report(True, "a request with parameter deadline_us 10 s is served")
+    except InferenceServerException as e:
+        report(False, "a request with parameter deadline_us 10 s is served: %s" % e)
 
 
 def test_statistics(server, client, counts):
@@ -515,12 +551,14 @@ def main():
     ap.add_argument("--backends", required=True)
     ap.add_argument("--libout", required=True)
     ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--export-tool", required=True, help="dstack_export, for the zoo model")
     ap.add_argument("--keep", action="store_true", help="keep the work folder and log")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="dstack-triton-")
     models = os.path.join(work, "onnx")
-    subprocess.run([sys.executable, os.path.join(HERE, "make_models.py"), models], check=True)
+    subprocess.run([sys.executable, os.path.join(HERE, "make_models.py"), models,
+                    args.export_tool], check=True)
     repo = os.path.join(work, "repo")
     write_repo(repo, models)
     oracles = Oracles(models, args.libout)

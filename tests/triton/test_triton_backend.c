@@ -83,6 +83,10 @@ struct TRITONBACKEND_Request {
     const char *outputs[4];
     uint32_t n_outputs;
     int cancelled;
+    const char *param_key; /* one request parameter, when set */
+    TRITONSERVER_ParameterType param_type;
+    int64_t param_int;
+    const char *param_string;
     TRITONBACKEND_Response *response;
     volatile int released;
 };
@@ -298,6 +302,24 @@ TRITONSERVER_Error *TRITONBACKEND_RequestIsCancelled(TRITONBACKEND_Request *requ
                                                      bool *is_cancelled)
 {
     *is_cancelled = request->cancelled;
+    return NULL;
+}
+TRITONSERVER_Error *TRITONBACKEND_RequestParameterCount(TRITONBACKEND_Request *request,
+                                                        uint32_t *count)
+{
+    *count = request->param_key ? 1 : 0;
+    return NULL;
+}
+TRITONSERVER_Error *TRITONBACKEND_RequestParameter(TRITONBACKEND_Request *request,
+                                                   const uint32_t index, const char **key,
+                                                   TRITONSERVER_ParameterType *type,
+                                                   const void **vvalue)
+{
+    assert_int_equal(index, 0);
+    *key = request->param_key;
+    *type = request->param_type;
+    *vvalue = request->param_type == TRITONSERVER_PARAMETER_INT ? (const void *)&request->param_int
+                                                                : request->param_string;
     return NULL;
 }
 TRITONSERVER_Error *TRITONBACKEND_RequestInput(TRITONBACKEND_Request *request, const char *name,
@@ -613,6 +635,33 @@ static void test_cancelled_and_gpu_memory_requests_get_errors(void **state)
     unload(&f);
 }
 
+static void test_request_deadline_parameter(void **state)
+{
+    (void)state;
+    fixture f;
+    load(&f, "{\"cmdline\":{\"backend\":\"cpu\"}}", TINY_CONFIG);
+    TRITONBACKEND_Request *rs[3] = {request_new(0, 2, 1), request_new(0, 2, 1),
+                                    request_new(0, 2, 1)};
+    rs[0]->param_key = rs[1]->param_key = rs[2]->param_key = "deadline_us";
+    rs[0]->param_type = TRITONSERVER_PARAMETER_INT;
+    rs[0]->param_int = 1; /* gone before any batch can start */
+    rs[1]->param_type = TRITONSERVER_PARAMETER_STRING;
+    rs[1]->param_string = "soon";
+    rs[2]->param_type = TRITONSERVER_PARAMETER_STRING;
+    rs[2]->param_string = "60000000";
+    expect_ok(TRITONBACKEND_ModelInstanceExecute(&f.instance, rs, 3));
+    wait_released(rs, 3);
+    assert_true(rs[0]->response->failed);
+    assert_int_equal(rs[0]->response->code, TRITONSERVER_ERROR_UNAVAILABLE);
+    assert_non_null(strstr(rs[0]->response->msg, "deadline missed"));
+    assert_true(rs[1]->response->failed);
+    assert_int_equal(rs[1]->response->code, TRITONSERVER_ERROR_INVALID_ARG);
+    expect_outputs(rs[2], 0, 2);
+    for (int i = 0; i < 3; i++)
+        request_free(rs[i]);
+    unload(&f);
+}
+
 static void test_request_bigger_than_queue_is_unavailable_after_its_queued_samples(void **state)
 {
     (void)state;
@@ -711,6 +760,7 @@ int main(void)
         cmocka_unit_test(test_server_api_older_minor_or_other_major_is_refused),
         cmocka_unit_test(test_requests_answered_with_library_outputs),
         cmocka_unit_test(test_cancelled_and_gpu_memory_requests_get_errors),
+        cmocka_unit_test(test_request_deadline_parameter),
         cmocka_unit_test(test_request_bigger_than_queue_is_unavailable_after_its_queued_samples),
         cmocka_unit_test(test_two_models_share_one_context),
         cmocka_unit_test(test_model_config_refusals),
