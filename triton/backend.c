@@ -325,6 +325,8 @@ static int server_settings_conflict(const td_ctx_params *server, const td_ctx_pa
                                     char *why, size_t len)
 {
     td_ctx_params have = *model; /* what the server leaves unset cannot conflict */
+    if (server->backend_set)
+        have.backend = server->backend;
     if (server->policy_set)
         have.policy = server->policy;
     if (server->partitioning_set)

@@ -295,6 +295,9 @@ void td_ctx_params_overlay(const td_ctx_params *defaults, const td_ctx_params *m
 int td_ctx_params_compatible(const td_ctx_params *have, const td_ctx_params *want, char *err,
                              size_t errlen)
 {
+    if (want->backend_set && want->backend != have->backend)
+        return fail(err, errlen, "the server runs libdstack's %s backend, the model asks for %s",
+                    td_backend_name(have->backend), td_backend_name(want->backend));
     if (want->policy_set && want->policy != have->policy)
         return fail(err, errlen, "the device's libdstack context runs policy %s, the model asks "
                     "for %s: models on one device share one scheduler, so set the policy once "

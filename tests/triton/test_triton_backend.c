@@ -734,6 +734,7 @@ static void test_model_config_refusals(void **state)
     } cases[] = {
         {"{\"dynamic_batching\":{}}", "dynamic_batching"},
         {"{\"parameters\":{\"policy\":{\"string_value\":\"streams\"}}}", "policy temporal"},
+        {"{\"parameters\":{\"backend\":{\"string_value\":\"sim\"}}}", "cpu backend"},
         {"{\"default_model_filename\":\"missing.onnx\"}", "missing.onnx"},
         {"{\"max_batch_size\":4,\"input\":[{\"name\":\"x\",\"dims\":[3,8,8]}]}", "'x'"},
     };
