@@ -270,7 +270,17 @@ static int job_outputs(td_job *job, const dstack_model_info *info, int batched)
     return 0;
 }
 
-/* Hand the job's samples to the library, one dstack request each. */
+/* Samples one dstack request may carry. libdstack's requests carry one
+ * sample today; once dstack_request has n_samples (up to the model's
+ * max_batch), this returns info->max_batch and submit_samples sets
+ * rq.n_samples = chunk: nothing else changes. */
+static uint32_t samples_per_request(const dstack_model_info *info)
+{
+    (void)info;
+    return 1;
+}
+
+/* Hand the job's samples to the library in chunks of samples_per_request. */
 static void submit_samples(td_job *job, td_registration *reg, uint64_t deadline_us)
 {
     const dstack_model_info *info = &reg->info;
@@ -283,13 +293,15 @@ static void submit_samples(td_job *job, td_registration *reg, uint64_t deadline_
     rq.outputs = out;
     rq.n_outputs = info->n_outputs;
     rq.user_data = job;
-    for (uint32_t s = 0; s < job->n_samples; s++) {
+    uint32_t most = samples_per_request(info);
+    for (uint32_t s = 0; s < job->n_samples; s += most) {
+        uint32_t chunk = job->n_samples - s < most ? job->n_samples - s : most;
         for (uint32_t i = 0; i < info->n_inputs; i++)
             in[i] = (dstack_buffer){(void *)(job->in_base[i] + (size_t)s * info->inputs[i].bytes),
-                                    info->inputs[i].bytes};
+                                    chunk * info->inputs[i].bytes};
         for (uint32_t k = 0; k < info->n_outputs; k++)
             out[k] = (dstack_buffer){job->out_base[k] + (size_t)s * info->outputs[k].bytes,
-                                     info->outputs[k].bytes};
+                                     chunk * info->outputs[k].bytes};
         rq.deadline_ns = deadline_us ? dstack_now_ns(ctx) + deadline_us * 1000u : 0;
         dstack_ticket ticket;
         atomic_fetch_add_explicit(&job->pending, 1, memory_order_relaxed);
