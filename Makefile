@@ -263,3 +263,6 @@ $(BUILD)/bench/%: bench/%.c $(STATIC)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) $(LIBS)
 bench-tools: $(BENCH_BIN)
 bench: bench-tools
+
+# The Triton Inference Server backend: make triton, make triton-check.
+include triton/triton.mk

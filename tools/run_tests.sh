@@ -62,6 +62,27 @@ elif [ -d tests/python ]; then
     echo "== tests/python skipped: python3 with onnx, onnxruntime and numpy is missing (run tools/setup.sh)"
     failed=$((failed + 1))
 fi
+tb=${BUILD:-build}/triton
+if [ ! -x "$tb/test_triton_config" ]; then
+    echo "== tests/triton skipped: the Triton backend was not built (it needs cJSON: libcjson-dev, which tools/setup.sh installs)"
+elif [ -n "${SANITIZED:-}" ]; then
+    echo "== tests/triton: the server tests are skipped (a sanitized libdstack cannot be loaded into tritonserver); the unit tests run"
+    for t in "$tb/test_triton_config" "$tb/test_triton_backend"; do
+        echo "== $t"
+        "$t" >"$log" 2>&1; rc=$?
+        cat "$log"
+        tally "$t" $rc \
+            "$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1/p' "$log" | awk '{s+=$1} END {print s+0}')" \
+            "$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test(s), listed below:/\1/p' "$log" | awk '{s+=$1} END {print s+0}')"
+    done
+else
+    echo "== tests/triton/run.sh (the Triton backend under tritonserver: make triton-check)"
+    BUILD=${BUILD:-build} LIBOUT=${LIBOUT:-lib} TRITON_ALLOW_SKIP=1 sh tests/triton/run.sh >"$log" 2>&1; rc=$?
+    grep -v '^[0-9]* passed, [0-9]* failed$' "$log"
+    last=$(grep '^[0-9]* passed, [0-9]* failed$' "$log" | tail -1)
+    echo "(tests/triton: ${last:-no summary})"
+    tally tests/triton/run.sh $rc "$(echo "$last" | awk '{print $1+0}')" "$(echo "$last" | awk '{print $3+0}')"
+fi
 rm -f "$log"
 [ -n "$suites_failed" ] && echo "failing:$suites_failed"
 echo "$passed passed, $failed failed"

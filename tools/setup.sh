@@ -5,7 +5,7 @@
 # The CUDA toolkit is optional: without it the cuda backend is left out.
 # Safe to run again; it does nothing when everything is there.
 set -eu
-PKGS="build-essential pkg-config libcmocka-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata valgrind python3 python3-pip"
+PKGS="build-essential pkg-config libcmocka-dev libcjson-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata valgrind python3 python3-pip python3-venv"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
