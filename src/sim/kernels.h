@@ -70,6 +70,16 @@
 double ds_sim_block_ns(const ds_sim_kernel *k, const ds_sim_device *dev);
 /* Time of one full wave of k (every SM holding blocks_per_sm blocks), ns. */
 double ds_sim_wave_ns(const ds_sim_kernel *k, const ds_sim_device *dev);
+/* Share of its full rate (compute and sm_mem_bw) an SM reaches holding
+ * `per_sm` blocks of k: min(1, per_sm / blocks_per_sm / sat_occupancy). */
+double ds_sim_occupancy_speed(const ds_sim_kernel *k, const ds_sim_device *dev, double per_sm);
+/* Time of a wave of k with `per_sm` blocks on each SM it touches, ns:
+ * per_sm x block time / ds_sim_occupancy_speed. */
+double ds_sim_wave_of_ns(const ds_sim_kernel *k, const ds_sim_device *dev, double per_sm);
+
+/* Compute time of all of k on `sms` SMs nobody else holds: its full waves
+ * plus the tail wave spread over min(tail, sms) SMs, ns (memory apart). */
+double ds_sim_kernel_compute_ns(const ds_sim_kernel *k, uint32_t sms, const ds_sim_device *dev);
 
 /* Per-batch cost outside the kernels: batch_overhead_ns + bytes / host_bw. */
 double ds_sim_batch_overhead_ns(const ds_sim_device *dev, double host_bytes);
