@@ -556,7 +556,7 @@ static void test_profile_constants_match_the_compiled_device(void **state)
     } want[] = {{"sm_flops", d.sm_flops},         {"sm_flops_simple", d.sm_flops_simple},
                 {"mem_bw", d.mem_bw},             {"sm_mem_bw", d.sm_mem_bw},
                 {"launch_gap_ns", d.launch_gap_ns}, {"batch_overhead_ns", d.batch_overhead_ns},
-                {"host_bw", d.host_bw}};
+                {"host_bw", d.host_bw},           {"sat_occupancy", d.sat_occupancy}};
     int found = 0;
     char line[512], name[64];
     double v;
@@ -569,7 +569,7 @@ static void test_profile_constants_match_the_compiled_device(void **state)
                     found++;
                 }
     fclose(f);
-    assert_int_equal(found, 7);
+    assert_int_equal(found, 8);
     /* the device: 132 SMs as 15 units of 8 (12 left over), or one of 132 */
     assert_int_equal(d.n_units, 15);
     ds_sim_device_default(&d, DSTACK_PARTITION_NONE, 0);

@@ -40,6 +40,8 @@ typedef struct eng_round {
     double rate;             /* fraction per ns */
     double end;              /* now + left / rate */
     /* scratch for the allocations */
+    double bw_speed;         /* share of sm_mem_bw its SMs reach (occupancy) */
+    double use_per_slot;     /* share of an SM's throughput one slot of it uses */
     double want_bw, weight, key;
 } eng_round;
 
@@ -51,6 +53,7 @@ struct ds_sim_engine {
     uint64_t next_seq, next_launch;
     uint32_t n_units;
     uint32_t *unit_free;     /* free slots per unit */
+    double *unit_load;       /* scratch: SM throughput asked of each unit / its SMs */
     eng_batch *b;
     uint32_t nb, cap_b;      /* nb: slots used (live or not) */
     uint32_t running;
@@ -121,7 +124,8 @@ ds_sim_engine *ds_sim_engine_create(const ds_sim_device *dev, bool ideal)
     e->ideal = ideal;
     e->n_units = dev->n_units;
     e->unit_free = malloc(e->n_units * sizeof *e->unit_free);
-    if (!e->unit_free || !grow_batches(e, 16) || !grow_rounds(e, 16)) {
+    e->unit_load = malloc(e->n_units * sizeof *e->unit_load);
+    if (!e->unit_free || !e->unit_load || !grow_batches(e, 16) || !grow_rounds(e, 16)) {
         ds_sim_engine_destroy(e);
         return NULL;
     }
@@ -136,6 +140,7 @@ void ds_sim_engine_destroy(ds_sim_engine *e)
         return;
     ds_sim_engine_destroy(e->spec);
     free(e->unit_free);
+    free(e->unit_load);
     free(e->b);
     free(e->pending);
     free(e->r);
@@ -185,19 +190,36 @@ static uint32_t new_round(ds_sim_engine *e)
     return e->nr++;
 }
 
-/* A round of `waves` waves with `per_sm` blocks on each SM it touches. */
-static void round_init(ds_sim_engine *e, uint32_t ri, uint32_t bi, double waves, double per_sm,
-                       double bytes)
+/* A round computing for `compute_ns` at full speed, its SMs at occupancy
+ * `per_sm` blocks each (bandwidth cap and share of their throughput). */
+static void round_init(ds_sim_engine *e, uint32_t ri, uint32_t bi, double compute_ns,
+                       double per_sm, double bytes)
 {
     const ds_sim_kernel *k = &e->b[bi].k[e->b[bi].cur];
     eng_round *r = &e->r[ri];
     memset(r, 0, sizeof *r);
     r->live = true;
     r->batch = bi;
-    r->compute_ns = fmax(ds_sim_block_ns(k, &e->dev) * per_sm * waves, 1.0);
+    r->compute_ns = fmax(compute_ns, 1.0);
+    r->bw_speed = ds_sim_occupancy_speed(k, &e->dev, per_sm);
+    r->use_per_slot = r->bw_speed / (per_sm / (double)k->blocks_per_sm) / DS_SIM_SM_SLOTS;
     r->bytes = bytes;
     r->left = 1.0;
     e->b[bi].live_rounds++;
+}
+
+/* Whether a kernel other than pending[i] waits for SMs in pending[i]'s
+ * unit range. */
+static bool others_wait(const ds_sim_engine *e, uint32_t i)
+{
+    const eng_batch *b = &e->b[e->pending[i]];
+    for (uint32_t j = 0; j < e->n_pending; j++) {
+        const eng_batch *o = &e->b[e->pending[j]];
+        if (j != i && o->first_unit < b->first_unit + b->n_units &&
+            b->first_unit < o->first_unit + o->n_units)
+            return true;
+    }
+    return false;
 }
 
 /* Normal mode: walk the queue in launch order; each kernel takes whole
@@ -219,14 +241,16 @@ static bool dispatch_normal(ds_sim_engine *e)
             i++;
             continue;
         }
-        /* Several waves at once only on a range nobody else holds: there
-         * the kernel gets its own SMs back at every wave boundary. Beside
-         * other kernels one wave at a time, so SMs they free later serve
-         * this kernel's remaining blocks as the hardware would. */
-        uint64_t waves = b->undispatched >= fit && all_free ? b->undispatched / fit : 1;
-        uint64_t blocks = b->undispatched >= fit ? waves * fit : b->undispatched;
-        /* per_wave below: fit, or the tail */
-        uint64_t per_wave = blocks / waves;
+        /* The whole kernel in one round only on a range nobody else holds
+         * or waits for: there it gets its own SMs back at every wave
+         * boundary, and compute-or-memory is taken over all its waves
+         * (kernels.c, kernel_alone_ns). Beside other kernels one wave at a
+         * time, so SMs they free later serve this kernel's remaining
+         * blocks, and the SMs its tail leaves idle serve the next kernel in
+         * the queue, as the hardware would. */
+        bool whole = b->undispatched >= fit && all_free && !others_wait(e, i);
+        uint64_t blocks = whole || b->undispatched < fit ? b->undispatched : fit;
+        uint64_t per_wave = blocks < fit ? blocks : fit;
         uint32_t ri = new_round(e);
         if (ri == UINT32_MAX)
             return false;
@@ -258,7 +282,15 @@ static bool dispatch_normal(ds_sim_engine *e)
         uint32_t slots = r->slots;
         double touched = r->touched;
         double per_sm = ceil((double)per_wave / touched);
-        round_init(e, ri, bi, (double)waves, per_sm, k->bytes * (double)blocks / (double)k->blocks);
+        double compute = ds_sim_wave_of_ns(k, &e->dev, per_sm);
+        if (whole) { /* full waves, then the tail over min(tail, touched) SMs */
+            uint64_t tail = blocks % fit;
+            compute *= (double)(blocks / fit);
+            if (tail)
+                compute += ds_sim_wave_of_ns(k, &e->dev,
+                                             ceil((double)tail / fmin((double)tail, touched)));
+        }
+        round_init(e, ri, bi, compute, per_sm, k->bytes * (double)blocks / (double)k->blocks);
         r->slots = slots;
         r->touched = touched;
         r->sms = (double)slots / DS_SIM_SM_SLOTS;
@@ -281,8 +313,13 @@ static bool dispatch_ideal(ds_sim_engine *e)
         uint32_t ri = new_round(e);
         if (ri == UINT32_MAX)
             return false;
-        round_init(e, ri, bi, 1.0, 1.0, k->bytes);
-        e->r[ri].want_sms = (double)k->blocks; /* one block per SM at full speed */
+        /* A block alone on an SM runs at its occupancy speed: the kernel
+         * is done at best in one such block time, with its blocks packed
+         * so that every SM it holds is saturated. */
+        round_init(e, ri, bi, ds_sim_wave_of_ns(k, &e->dev, 1.0), 1.0, k->bytes);
+        double pack = (double)k->blocks_per_sm * e->dev.sat_occupancy;
+        e->r[ri].want_sms = (double)k->blocks / (pack > 1.0 ? pack : 1.0);
+        e->r[ri].bw_speed = 1.0;
         b->undispatched = 0;
         pending_remove(e, 0);
     }
@@ -326,21 +363,49 @@ static void share_sms(ds_sim_engine *e)
 
 /* Bandwidth by weighted max-min fair water-filling, then each round's rate
  * and end time. */
+/* Normal mode: with sat_occupancy < 1 a kernel reaches an SM's full rate
+ * before it holds all its slots, so two kernels sharing SMs could ask for
+ * more than the SMs have. Each unit's rounds are slowed together until
+ * they ask for at most its SMs' throughput; unit_slowdown gives round i its factor. */
+static void unit_loads(ds_sim_engine *e)
+{
+    for (uint32_t u = 0; u < e->n_units; u++)
+        e->unit_load[u] = 0;
+    for (uint32_t i = 0; i < e->nr; i++)
+        if (e->r[i].live)
+            for (uint32_t u = 0; u < e->n_units; u++)
+                e->unit_load[u] += e->rslots[(size_t)i * e->n_units + u] * e->r[i].use_per_slot;
+    for (uint32_t u = 0; u < e->n_units; u++)
+        e->unit_load[u] /= e->dev.unit_sms;
+}
+
+static double unit_slowdown(const ds_sim_engine *e, uint32_t i)
+{
+    double most = 1.0;
+    for (uint32_t u = 0; u < e->n_units; u++)
+        if (e->rslots[(size_t)i * e->n_units + u] && e->unit_load[u] > most)
+            most = e->unit_load[u];
+    return 1.0 / most;
+}
+
 static void compute_rates(ds_sim_engine *e)
 {
     if (e->ideal)
         share_sms(e);
+    else
+        unit_loads(e);
     uint32_t n = 0;
     double sum_want = 0;
     for (uint32_t i = 0; i < e->nr; i++) {
         eng_round *r = &e->r[i];
         if (!r->live)
             continue;
-        double speed = e->ideal ? (r->want_sms > 0 ? r->sms / r->want_sms : 1.0) : 1.0;
+        double speed = e->ideal ? (r->want_sms > 0 ? r->sms / r->want_sms : 1.0)
+                                : unit_slowdown(e, i);
         r->rate = speed / r->compute_ns;        /* compute-bound rate */
         double demand = r->bytes * r->rate * 1e9; /* bytes/s at that rate */
         double touched = e->ideal ? r->sms : r->touched;
-        double cap = touched * e->dev.sm_mem_bw;
+        double cap = touched * e->dev.sm_mem_bw * r->bw_speed;
         r->want_bw = demand < cap ? demand : cap;
         r->weight = touched > 0 ? touched : 1e-9;
         r->key = r->want_bw / r->weight;
@@ -554,7 +619,10 @@ uint64_t ds_sim_engine_next_end_ns(ds_sim_engine *e)
             return (uint64_t)ceil(e->now); /* out of memory: poll again soon */
         e->spec->n_units = e->n_units;
         e->spec->unit_free = malloc(e->n_units * sizeof *e->spec->unit_free);
-        if (!e->spec->unit_free) {
+        e->spec->unit_load = malloc(e->n_units * sizeof *e->spec->unit_load);
+        if (!e->spec->unit_free || !e->spec->unit_load) {
+            free(e->spec->unit_free);
+            free(e->spec->unit_load);
             free(e->spec);
             e->spec = NULL;
             return (uint64_t)ceil(e->now);

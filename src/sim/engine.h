@@ -14,17 +14,25 @@
  *    free up or a kernel launches, the queue is walked in launch order and
  *    each kernel takes what fits in the free slots of its own unit range.
  *    Blocks placed together form a round. On a unit range nobody else
- *    holds, all its full waves are placed at once (no other kernel can
- *    take its SMs at a wave boundary: it is the earliest launched), then
- *    the tail wave on the slots it needs, leaving the rest to the next
- *    kernel in the queue. Beside other kernels, one wave at a time, so the
- *    SMs they free go to the earliest-launched kernel's remaining blocks. So
- *    disjoint partitions never share SMs, and batches handed the same or
- *    overlapping units (the `streams` policy) share them the way the block
- *    scheduler does: a later kernel gets SMs only as the earlier ones'
- *    tail waves leave them idle.
+ *    holds or waits for, the whole kernel is one round (full waves and
+ *    tail; it gets its own SMs back at every wave boundary), timed as
+ *    kernels.h says: compute-or-memory over the whole kernel, exactly
+ *    ds_sim_batch_time_ns. When another kernel waits for the range, one
+ *    wave at a time, so the SMs a tail wave leaves idle go to the next
+ *    kernel in launch order, and the SMs other kernels free serve the
+ *    earliest-launched kernel's remaining blocks. So disjoint partitions
+ *    never share SMs, and batches handed the same or overlapping units
+ *    (the `streams` policy) share them the way the block scheduler does.
+ *  - Shared SMs are not counted twice. Below sat_occupancy a kernel's
+ *    blocks each use more than their slots' share of an SM (kernels.h), so
+ *    two kernels on the same SMs could ask for more than 100% of them. The
+ *    engine adds up what each unit's rounds ask of its SMs and slows them
+ *    all by the same factor while the sum is over the unit's SMs. (The
+ *    model before sat_occupancy over-counted the same way, which favoured
+ *    `streams`.)
  *  - Time of a round: k waves of compute (kernels.h: a full wave is
- *    wave_ns; a wave of j blocks on each SM it touches, j x block time;
+ *    wave_ns; a wave of j blocks on each SM it touches,
+ *    max(j, blocks_per_sm x sat_occupancy) x block time;
  *    blocks spread breadth-first, one per SM first), and its
  *    share of the kernel's bytes. It progresses at
  *        rate = min(1 / compute_ns, bandwidth / bytes)
@@ -35,13 +43,21 @@
  *    by side and contend for memory bandwidth only.
  *  - Ideal mode (sim.h): one round per kernel holding a real number of SMs
  *    out of the whole device, recomputed at every event by max-min fair
- *    water-filling of the SMs (each kernel wants one SM per block);
- *    no waves, no units. Bandwidth and launch gaps as above.
+ *    water-filling of the SMs; no waves, no units. It pays the same
+ *    occupancy cost: a kernel wants blocks / max(1, blocks_per_sm x
+ *    sat_occupancy) SMs (its blocks packed so that each SM is saturated)
+ *    and takes at best one block time at one block per SM. Bandwidth and
+ *    launch gaps as above.
  *  - Busy SM-time: by occupancy, the slots rounds hold / DS_SIM_SM_SLOTS
  *    times time (a wave of 1 block per SM on 8 SMs of a 4-blocks/SM kernel
- *    counts 2 SMs), memory stalls included; ideal mode: the SMs allocated.
+ *    counts 2 SMs), memory stalls included; a whole-kernel round counts
+ *    the slots of its full waves through its tail; ideal mode: the SMs
+ *    allocated.
  *
- * LEFT OUT: SM-level placement inside a unit; preemption; the hardware
+ * LEFT OUT: SM-level placement inside a unit; a kernel that arrives on a
+ * range while another runs there as one round (nobody was waiting when it
+ * was placed) waits for that round's end rather than taking the SMs its
+ * tail leaves idle; preemption; the hardware
  * queue limits (e.g. 128 concurrent kernels); per-block variation
  * (all blocks of a wave end together).
  *

@@ -13,13 +13,14 @@
 /* Fitted to bench/results/gpu-h100 by bench/sim_calibration; the record of
  * data and fit is bench/profiles/h100-sim.txt (tests/test_sim.c checks that
  * these numbers and that file agree). */
-#define H100_SM_FLOPS 2.4e11
-#define H100_SM_FLOPS_SIMPLE 1.0e11
-#define H100_MEM_BW 2.6e12
-#define H100_SM_MEM_BW 6.0e10
-#define H100_LAUNCH_GAP_NS 2500.0
-#define H100_BATCH_OVERHEAD_NS 40000.0
-#define H100_HOST_BW 2.2e10
+#define H100_SM_FLOPS 2.52e+11
+#define H100_SM_FLOPS_SIMPLE 1.62e+10
+#define H100_MEM_BW 2e+12
+#define H100_SM_MEM_BW 1.9e+11
+#define H100_LAUNCH_GAP_NS 2780.0
+#define H100_BATCH_OVERHEAD_NS 51500.0
+#define H100_HOST_BW 2.16e+10
+#define H100_SAT_OCCUPANCY 0.775
 
 void ds_sim_device_default(ds_sim_device *d, dstack_partitioning partitioning,
                            uint32_t sm_count_override)
@@ -48,13 +49,14 @@ void ds_sim_device_default(ds_sim_device *d, dstack_partitioning partitioning,
     d->launch_gap_ns = H100_LAUNCH_GAP_NS;
     d->batch_overhead_ns = H100_BATCH_OVERHEAD_NS;
     d->host_bw = H100_HOST_BW;
+    d->sat_occupancy = H100_SAT_OCCUPANCY;
 }
 
 /* ---- building the list ---- */
 
 #define SIMPLE_ELEMS_PER_BLOCK 1024u
 #define SIMPLE_BLOCKS_PER_SM 8u
-#define SPLITK_MIN_SLICE 128u
+#define SPLITK_MIN_SLICE 1024u
 #ifndef TILE_BIG_M
 #define TILE_BIG_M 128u
 #define TILE_BIG_N 64u
@@ -349,7 +351,18 @@ double ds_sim_block_ns(const ds_sim_kernel *k, const ds_sim_device *dev)
 
 double ds_sim_wave_ns(const ds_sim_kernel *k, const ds_sim_device *dev)
 {
-    return (double)k->blocks_per_sm * ds_sim_block_ns(k, dev);
+    return ds_sim_wave_of_ns(k, dev, (double)k->blocks_per_sm);
+}
+
+double ds_sim_occupancy_speed(const ds_sim_kernel *k, const ds_sim_device *dev, double per_sm)
+{
+    double occ = per_sm / (double)k->blocks_per_sm;
+    return dev->sat_occupancy > 0 && occ < dev->sat_occupancy ? occ / dev->sat_occupancy : 1.0;
+}
+
+double ds_sim_wave_of_ns(const ds_sim_kernel *k, const ds_sim_device *dev, double per_sm)
+{
+    return per_sm * ds_sim_block_ns(k, dev) / ds_sim_occupancy_speed(k, dev, per_sm);
 }
 
 double ds_sim_batch_overhead_ns(const ds_sim_device *dev, double host_bytes)
@@ -374,28 +387,39 @@ double ds_sim_host_bytes(const ds_graph *g, uint32_t batch)
     return 4.0 * e * batch;
 }
 
-/* One kernel alone on `sms` SMs: the engine's rounds (all full waves at
- * once, then the tail wave on the SMs it needs), with the bandwidth it
- * would get alone. */
-static double kernel_alone_ns(const ds_sim_kernel *k, uint32_t sms, const ds_sim_device *dev)
+/* Compute of all of k on `sms` SMs nobody else holds: its full waves, then
+ * the tail wave spread over min(tail, sms) SMs. */
+double ds_sim_kernel_compute_ns(const ds_sim_kernel *k, uint32_t sms, const ds_sim_device *dev)
 {
-    double wave = ds_sim_wave_ns(k, dev);
     uint64_t fit = (uint64_t)k->blocks_per_sm * sms;
     uint64_t full = k->blocks / fit, tail = k->blocks - full * fit;
-    double t = 0;
-    if (full) {
-        double bw = fmin(dev->mem_bw, sms * dev->sm_mem_bw);
-        t += ds_sim_round_ns(wave, (double)full, k->bytes * (double)(full * fit) / (double)k->blocks,
-                             bw);
-    }
-    if (tail) { /* the block scheduler spreads the tail over min(tail, sms) SMs */
+    double c = (double)full * ds_sim_wave_ns(k, dev);
+    if (tail) {
         uint64_t touched = tail < sms ? tail : sms;
-        double bw = fmin(dev->mem_bw, (double)touched * dev->sm_mem_bw);
-        double per_sm = (double)ceil_div(tail, touched);
-        t += ds_sim_round_ns(ds_sim_block_ns(k, dev) * per_sm, 1.0,
-                             k->bytes * (double)tail / (double)k->blocks, bw);
+        c += ds_sim_wave_of_ns(k, dev, (double)ceil_div(tail, touched));
     }
-    return t;
+    return c;
+}
+
+/* One kernel alone on `sms` SMs, as the engine runs it on a range nobody
+ * else holds or waits for: one round of all its waves, compute-or-memory
+ * over the whole kernel, at the bandwidth of its SMs fully occupied (a
+ * kernel smaller than one wave: of the SMs and blocks it holds). Taken per
+ * wave, a memory-bound full wave plus a compute-bound tail (its SMs hold
+ * fewer blocks) could take longer on more SMs. */
+static double kernel_alone_ns(const ds_sim_kernel *k, uint32_t sms, const ds_sim_device *dev)
+{
+    if (k->blocks == 0)
+        return 0.0; /* the engine skips it: only its launch gap counts */
+    uint64_t fit = (uint64_t)k->blocks_per_sm * sms;
+    double touched = (double)sms, per_sm = (double)k->blocks_per_sm;
+    if (k->blocks < fit) {
+        touched = (double)(k->blocks < sms ? k->blocks : sms);
+        per_sm = (double)ceil_div(k->blocks, (uint64_t)touched);
+    }
+    double bw = fmin(dev->mem_bw,
+                     touched * dev->sm_mem_bw * ds_sim_occupancy_speed(k, dev, per_sm));
+    return ds_sim_round_ns(ds_sim_kernel_compute_ns(k, sms, dev), 1.0, k->bytes, bw);
 }
 
 uint64_t ds_sim_kernels_time_ns(const ds_sim_kernel *k, uint32_t n, uint32_t sms,

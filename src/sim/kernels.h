@@ -8,14 +8,23 @@
  * block does `flops_per_block` FLOPs, and the kernel moves `bytes` to and
  * from DRAM in all. An SM computes at `rate` FLOP/s (dev->sm_flops for
  * GEMM-like tiles, kind 0; dev->sm_flops_simple for elementwise/pool/copy
- * kernels, kind 1), shared evenly by the blocks resident on it; the block
- * scheduler spreads blocks breadth-first, so a wave with j blocks on each
- * SM it touches takes j x flops_per_block / rate (throughput-bound: one
- * block alone gets the whole SM). On s SMs a kernel takes
+ * kernels, kind 1), shared evenly by the blocks resident on it, once the
+ * kernel holds at least sat_occupancy of the SM's block slots (too few
+ * warps in flight hide neither latency nor memory stalls): below that the
+ * SM's compute rate and its sm_mem_bw are reached only in proportion to
+ * the blocks held. The block scheduler spreads blocks breadth-first, so a
+ * wave with j blocks on each SM it touches takes
+ *     block_ns x max(j, blocks_per_sm x sat_occupancy)
+ * (block_ns = flops_per_block / rate). On s SMs a kernel takes
  * W = ceil(blocks / (blocks_per_sm x s)) waves: W - 1 full waves of
  *     wave_ns = blocks_per_sm * flops_per_block / rate
  * and a tail wave of the remaining r blocks spread over min(r, s) SMs,
- * ceil(r / s) x flops_per_block / rate. DRAM: the kernel's bytes are spread over its blocks evenly; the
+ * ceil(r / s) blocks on each. Alone on its SMs a kernel takes
+ *     max(full waves + tail wave, bytes / bandwidth)
+ * compute-or-memory over the whole kernel, not per wave (per wave, a
+ * memory-bound full wave plus a compute-bound tail could cost more time on
+ * more SMs); bandwidth = min(mem_bw, its SMs x sm_mem_bw x occupancy
+ * share). DRAM: the kernel's bytes are spread over its blocks evenly; the
  * SMs a kernel holds can pull at most sm_mem_bw each, and all kernels on
  * the device share mem_bw (engine.h). Each kernel is preceded by a launch
  * gap (launch_gap_ns, serial with the kernels of its batch) and each batch
@@ -29,7 +38,8 @@
  *    tiles when the grid fills the GPU; the model does not reward big tiles
  *    with a higher rate, only with fewer, coarser waves). When even the
  *    small tile gives fewer blocks than SMs, K is split (split-K) into up to
- *    sm_count/blocks slices of at least 128, plus a reduction kernel.
+ *    sm_count/blocks slices, each of at least 1024 (shorter slices cost
+ *    more in the reduction than they win), plus a reduction kernel.
  *    Padded tiles do the full tile's work: sum of flops_per_block x blocks
  *    >= 2 x MACs (ds_graph_flops), equal when M, N divide the tile and K the
  *    split. Bias without ReLU, or a Clip activation, costs a separate
@@ -49,7 +59,8 @@
  *  - A graph that is not batchable runs b independent passes: its list is
  *    the batch-1 list b times.
  *
- * WHAT IS LEFT OUT: caches (L2 hits make real DRAM traffic lower than
+ * WHAT IS LEFT OUT: the tail wave's fewer SMs pulling less bandwidth when
+ * the kernel runs as one round (its bytes go at the full waves' rate), caches (L2 hits make real DRAM traffic lower than
  * `bytes`), tensor cores and TF32/FP16 (FP32 FMA only), per-SM register and
  * shared-memory limits beyond the fixed blocks_per_sm, cuDNN's algorithm
  * choice per partition size (tiles are chosen once for the whole device),
@@ -70,6 +81,16 @@
 double ds_sim_block_ns(const ds_sim_kernel *k, const ds_sim_device *dev);
 /* Time of one full wave of k (every SM holding blocks_per_sm blocks), ns. */
 double ds_sim_wave_ns(const ds_sim_kernel *k, const ds_sim_device *dev);
+/* Share of its full rate (compute and sm_mem_bw) an SM reaches holding
+ * `per_sm` blocks of k: min(1, per_sm / blocks_per_sm / sat_occupancy). */
+double ds_sim_occupancy_speed(const ds_sim_kernel *k, const ds_sim_device *dev, double per_sm);
+/* Time of a wave of k with `per_sm` blocks on each SM it touches, ns:
+ * per_sm x block time / ds_sim_occupancy_speed. */
+double ds_sim_wave_of_ns(const ds_sim_kernel *k, const ds_sim_device *dev, double per_sm);
+
+/* Compute time of all of k on `sms` SMs nobody else holds: its full waves
+ * plus the tail wave spread over min(tail, sms) SMs, ns (memory apart). */
+double ds_sim_kernel_compute_ns(const ds_sim_kernel *k, uint32_t sms, const ds_sim_device *dev);
 
 /* Per-batch cost outside the kernels: batch_overhead_ns + bytes / host_bw. */
 double ds_sim_batch_overhead_ns(const ds_sim_device *dev, double host_bytes);

@@ -55,6 +55,9 @@ typedef struct ds_sim_device {
     double launch_gap_ns;     /* per kernel, serial with the kernel */
     double batch_overhead_ns; /* per batch: copies in/out, host callback */
     double host_bw;           /* bytes/s of request data in and out (page-locked) */
+    double sat_occupancy;     /* share of an SM's block slots a kernel must hold
+                                 there to reach sm_flops / sm_mem_bw (0..1];
+                                 0: one block alone already does (kernels.h) */
 } ds_sim_device;
 
 /* The H100 SXM as measured; `partitioning` GREEN_CTX/AUTO or NONE (MPS is
