@@ -335,9 +335,9 @@ static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_
         ds_log(lg, DSTACK_LOG_INFO, "%s: no SM shares on cpu; batch %u%s, predicted %.3f ms", name, plan.batch,
                d->fixed_batch ? " (fixed)" : "", plan.latency_us / 1e3);
     else
-        ds_log(lg, DSTACK_LOG_INFO, "%s: share %u SMs (%u units%s; knee of batch %u at %u units), batch %u%s, "
+        ds_log(lg, DSTACK_LOG_INFO, "%s: share %u SMs (%u units%s), batch %u%s (its own knee: %u units), "
                "predicted %.3f ms", name, plan.units * unit_sms, plan.units, am->fixed_units ? ", fixed" : "",
-               plan.batch, plan.knee_units, plan.batch, d->fixed_batch ? " (fixed)" : "", plan.latency_us / 1e3);
+               plan.batch, d->fixed_batch ? " (fixed)" : "", plan.knee_units, plan.latency_us / 1e3);
     if (plan.flags & DS_BATCH_INFEASIBLE)
         ds_log(lg, DSTACK_LOG_WARN, "%s: no batch size meets the %llu us SLO (batch %u takes %.3f ms)", name,
                (unsigned long long)d->slo_us, plan.batch, plan.latency_us / 1e3);

@@ -42,25 +42,30 @@ uint64_t ds_latency_sched_ns(const void *arg, uint32_t samples, uint32_t units)
 
 dstack_status ds_latency_fit(const double *x, const double *y, size_t n, double *a, double *c)
 {
-    if (n == 0)
+    if (n == 0 || !x || !y || !a || !c)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "latency fit: no points");
-    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    /* weights 1/y^2: least squares on the relative error (see latency.h) */
+    double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
     for (size_t i = 0; i < n; i++) {
-        sx += x[i];
-        sy += y[i];
-        sxx += x[i] * x[i];
-        sxy += x[i] * y[i];
+        if (!(y[i] > 0) || !isfinite(y[i]) || !isfinite(x[i]))
+            return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "latency fit: measured point %zu is %g", i, y[i]);
+        double w = 1.0 / (y[i] * y[i]);
+        sw += w;
+        sx += w * x[i];
+        sy += w * y[i];
+        sxx += w * x[i] * x[i];
+        sxy += w * x[i] * y[i];
     }
-    double det = (double)n * sxx - sx * sx;
-    if (n == 1 || fabs(det) < 1e-12 * (sxx > 1 ? sxx * n : 1)) {
+    double det = sw * sxx - sx * sx;
+    if (n == 1 || fabs(det) < 1e-12 * sw * sxx) {
         if (sxx <= 0)
             return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "latency fit: singular");
         *a = sxy / sxx;
         *c = 0;
         return DSTACK_OK;
     }
-    *a = ((double)n * sxy - sx * sy) / det;
-    *c = (sy - *a * sx) / (double)n;
+    *a = (sw * sxy - sx * sy) / det;
+    *c = (sy - *a * sx) / sw;
     return DSTACK_OK;
 }
 
