@@ -184,6 +184,17 @@ typedef struct dstack_options {
     dstack_log_fn log_fn;             /* default NULL */
     void *log_user;                   /* passed to log_fn as is */
     dstack_log_level log_level;       /* least severe level passed to log_fn, default INFO */
+    /* Profile cache: where dstack_register_model keeps each model's measured
+     * latency table, so registering it again skips profiling. Keyed by the
+     * model's content (SHA-256 of the ONNX bytes, or the zoo name and its
+     * parameters), max_batch, the device (name, SMs, partition unit,
+     * partitioning), the library and backend versions; an entry that does
+     * not match or fails its checksum is ignored (logged at WARN) and
+     * rebuilt. Written atomically (temporary file + rename), so processes
+     * may share a directory. NULL (the default): $XDG_CACHE_HOME/dstack,
+     * else $HOME/.cache/dstack; "" turns the cache off. The string is
+     * copied by dstack_create. */
+    const char *profile_cache_dir;
 } dstack_options;
 
 /* Fill *options with the defaults above. */

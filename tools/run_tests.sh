@@ -5,6 +5,9 @@
 set -u
 passed=0; failed=0; suites_failed=""
 log=$(mktemp)
+# Contexts made with default options keep a profile cache under
+# $XDG_CACHE_HOME/dstack: give the tests a fresh one, not the user's.
+XDG_CACHE_HOME=$(mktemp -d); export XDG_CACHE_HOME
 # tally SUITE RC PASSED FAILED: add a suite's counts; a suite that exits
 # non-zero without reporting a failure (a crash) counts as one failure.
 tally() {
@@ -84,6 +87,7 @@ else
     tally tests/triton/run.sh $rc "$(echo "$last" | awk '{print $1+0}')" "$(echo "$last" | awk '{print $3+0}')"
 fi
 rm -f "$log"
+rm -rf "$XDG_CACHE_HOME"
 [ -n "$suites_failed" ] && echo "failing:$suites_failed"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -28,6 +28,7 @@ struct dstack_ctx {
     pthread_mutex_t models_lock;
     char note[256];
     ds_logger log;                    /* set at create, immutable after */
+    char cache_dir[4096];             /* profile cache directory; "" = off (set at create) */
     /* the planner: re-plans batch sizes (and knees) from measured rates */
     pthread_t planner;
     bool planner_running, planner_stop;

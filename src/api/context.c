@@ -7,6 +7,7 @@
 
 #include "api/api_internal.h"
 #include "api/sized.h"
+#include "profile/cache.h"
 #include "sim/sim.h"
 #include "util/checked.h"
 #include "util/clock.h"
@@ -131,6 +132,14 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
     if (st == DSTACK_OK)
         ds_logger_init(&ctx->log, ctx->opts.log_fn, ctx->opts.log_user, ctx->opts.log_level,
                        getenv("DSTACK_LOG"));
+    if (st == DSTACK_OK) {
+        /* the caller's string need not outlive this call: keep the path */
+        if (!ds_cache_dir_default(ctx->opts.profile_cache_dir, ctx->cache_dir, sizeof ctx->cache_dir) &&
+            ctx->opts.profile_cache_dir && ctx->opts.profile_cache_dir[0])
+            st = ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "options.profile_cache_dir is longer than %zu bytes",
+                         sizeof ctx->cache_dir - 1);
+        ctx->opts.profile_cache_dir = NULL;
+    }
     if (st == DSTACK_OK)
         st = open_backend(ctx);
     if (st == DSTACK_OK)
@@ -151,6 +160,7 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
         return st;
     }
     log_backend_choice(ctx);
+    ds_log(&ctx->log, DSTACK_LOG_DEBUG, "profile cache: %s", ctx->cache_dir[0] ? ctx->cache_dir : "off");
     pthread_mutex_init(&ctx->register_lock, NULL);
     pthread_mutex_init(&ctx->models_lock, NULL);
     *out = ctx;

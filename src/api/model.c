@@ -10,6 +10,10 @@
 
 #include "api/api_internal.h"
 #include "api/sized.h"
+#include "batch/batch.h"
+#include "profile/cache.h"
+#include "sim/sim.h"
+#include "util/sha256.h"
 #include "util/checked.h"
 #include "util/error.h"
 #include "util/fault.h"
@@ -76,13 +80,20 @@ static dstack_status read_file(const char *path, void **bytes, size_t *n)
     return DSTACK_OK;
 }
 
-static dstack_status load_graph(const dstack_model_desc *d, uint64_t memory_budget, ds_graph **g)
+/* Loads the graph and, in content[], the model's content hash for the
+ * profile cache: SHA-256 of the ONNX bytes, or of "zoo:NAME:SEED:IMAGE:CLASSES". */
+static dstack_status load_graph(const dstack_model_desc *d, uint64_t memory_budget, ds_graph **g,
+                                uint8_t content[DS_SHA256_BYTES])
 {
     switch (d->source) {
     case DSTACK_SOURCE_ZOO: {
         if (!d->path)
             return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.path must name a zoo model");
         ds_zoo_params p = {d->zoo_image_size, d->zoo_classes, d->seed};
+        char id[DSTACK_NAME_LEN + 96];
+        int n = snprintf(id, sizeof id, "zoo:%s:%llu:%u:%u", d->path, (unsigned long long)d->seed,
+                         d->zoo_image_size, d->zoo_classes);
+        ds_sha256(id, n > 0 && (size_t)n < sizeof id ? (size_t)n : strlen(id), content);
         return ds_zoo_build(d->path, &p, g);
     }
     case DSTACK_SOURCE_ONNX_FILE: {
@@ -93,6 +104,7 @@ static dstack_status load_graph(const dstack_model_desc *d, uint64_t memory_budg
         dstack_status st = read_file(d->path, &bytes, &n);
         if (st != DSTACK_OK)
             return st;
+        ds_sha256(bytes, n, content);
         st = ds_onnx_import_budget(bytes, n, memory_budget, g);
         free(bytes);
         if (st != DSTACK_OK)
@@ -102,6 +114,7 @@ static dstack_status load_graph(const dstack_model_desc *d, uint64_t memory_budg
     case DSTACK_SOURCE_ONNX_BYTES:
         if (!d->bytes || d->n_bytes == 0)
             return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.bytes is NULL or desc.n_bytes is 0");
+        ds_sha256(d->bytes, d->n_bytes, content);
         return ds_onnx_import_budget(d->bytes, d->n_bytes, memory_budget, g);
     }
     return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "desc.source %d is not a dstack_model_source", (int)d->source);
@@ -159,6 +172,118 @@ static void model_name(const dstack_model_desc *d, char *out)
     snprintf(out, DSTACK_NAME_LEN, "%s", src ? src : stem);
 }
 
+/* ---- the profile cache (src/profile/cache.h) ---- */
+
+/* What the backend's latencies depend on beyond the device's name and SM
+ * counts: on sim the fitted constants (a recalibrated simulator must not
+ * reuse old tables), on cpu the worker threads. */
+static void backend_version(const dstack_ctx *ctx, char *out, size_t n)
+{
+    if (ctx->backend == DSTACK_BACKEND_SIM) {
+        const ds_sim_device *sd = ds_sim_exec_device(ctx->exec);
+        char consts[256];
+        int len = snprintf(consts, sizeof consts, "%.9g %.9g %.9g %.9g %.9g %.9g %.9g", sd->sm_flops,
+                           sd->sm_flops_simple, sd->mem_bw, sd->sm_mem_bw, sd->launch_gap_ns, sd->batch_overhead_ns,
+                           sd->host_bw);
+        uint8_t dig[DS_SHA256_BYTES];
+        char hex[DS_SHA256_HEX];
+        ds_sha256(consts, len > 0 && (size_t)len < sizeof consts ? (size_t)len : strlen(consts), dig);
+        ds_sha256_hex(dig, hex);
+        snprintf(out, n, "sim constants %.16s", hex);
+    } else if (ctx->backend == DSTACK_BACKEND_CPU) {
+        snprintf(out, n, "cpu threads=%u", ctx->exec->device.sm_count);
+    } else {
+        snprintf(out, n, "%s", ctx->exec->ops->name);
+    }
+}
+
+/* The key of a model's latency table. max_batch (the profiled grid) and
+ * precision (the plans) are folded into the content hash, since the key's
+ * fields describe the device, not the registration. */
+static void cache_key_for(const dstack_ctx *ctx, const dstack_model_desc *d, const uint8_t content[DS_SHA256_BYTES],
+                          ds_cache_key *key)
+{
+    memset(key, 0, sizeof *key);
+    char extra[64];
+    int n = snprintf(extra, sizeof extra, ":max_batch=%u:precision=%d", d->max_batch, (int)d->precision);
+    ds_sha256_ctx h;
+    ds_sha256_init(&h);
+    ds_sha256_update(&h, content, DS_SHA256_BYTES);
+    ds_sha256_update(&h, extra, (size_t)n);
+    ds_sha256_final(&h, key->content_sha256);
+    const ds_device_info *dev = &ctx->exec->device;
+    snprintf(key->device_name, sizeof key->device_name, "%s", dev->name);
+    key->sm_count = dev->sm_count;
+    key->unit_sms = dev->unit_sms;
+    key->partitioning = (uint32_t)dev->partitioning;
+    snprintf(key->lib_version, sizeof key->lib_version, "%s", dstack_version_string());
+    backend_version(ctx, key->backend_version, sizeof key->backend_version);
+}
+
+/* The cached table for key, or NULL (absent, off, or not trusted: logged at
+ * WARN, and the caller profiles and stores over it). */
+static ds_latency_model *cache_lookup(const dstack_ctx *ctx, const ds_cache_key *key, const char *name,
+                                      uint32_t max_batch)
+{
+    const ds_logger *lg = ds_ctx_logger(ctx);
+    if (!ctx->cache_dir[0])
+        return NULL;
+    char path[4200] = "";
+    ds_cache_entry_path(ctx->cache_dir, key, path, sizeof path);
+    void *blob = NULL;
+    size_t n = 0;
+    char reason[DS_CACHE_REASON_LEN] = "";
+    ds_cache_outcome oc = ds_cache_load(ctx->cache_dir, key, &blob, &n, reason);
+    if (oc == DS_CACHE_ABSENT) {
+        ds_log(lg, DSTACK_LOG_INFO, "profile cache miss for %s (%s)", name, path);
+        return NULL;
+    }
+    if (oc != DS_CACHE_HIT) {
+        ds_log(lg, DSTACK_LOG_WARN, "profile cache entry for %s ignored (%s: %s); profiling again: %s", name,
+               ds_cache_outcome_name(oc), reason, path);
+        return NULL;
+    }
+    ds_latency_model *m = NULL;
+    dstack_status st = ds_latency_model_decode(blob, n, &m);
+    free(blob);
+    const ds_device_info *dev = &ctx->exec->device;
+    bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
+    if (st == DSTACK_OK && (m->max_batch != max_batch ||
+                            (!cpu && m->n_units > 1 && (m->n_units != dev->n_units || m->unit_sms != dev->unit_sms)))) {
+        st = ds_fail(DSTACK_ERR_PARSE, "table for max_batch %u on %u units of %u SMs", m->max_batch, m->n_units,
+                     m->unit_sms);
+        free(m);
+        m = NULL;
+    }
+    if (st != DSTACK_OK) {
+        ds_log(lg, DSTACK_LOG_WARN, "profile cache entry for %s ignored (payload: %s); profiling again: %s", name,
+               ds_error_message(), path);
+        ds_error_clear();
+        return NULL;
+    }
+    ds_log(lg, DSTACK_LOG_INFO, "profile cache hit for %s: %s", name, path);
+    return m;
+}
+
+static void cache_store(const dstack_ctx *ctx, const ds_cache_key *key, const char *name, const ds_latency_model *m)
+{
+    if (!ctx->cache_dir[0])
+        return;
+    void *blob = NULL;
+    size_t n = 0;
+    dstack_status st = ds_latency_model_encode(m, &blob, &n);
+    if (st == DSTACK_OK)
+        st = ds_cache_store(ctx->cache_dir, key, blob, n);
+    free(blob);
+    if (st != DSTACK_OK) {
+        ds_log(ds_ctx_logger(ctx), DSTACK_LOG_WARN, "profile cache: could not store %s in %s: %s", name,
+               ctx->cache_dir, ds_error_message());
+        ds_error_clear(); /* the model registers all the same */
+    } else {
+        ds_log(ds_ctx_logger(ctx), DSTACK_LOG_DEBUG, "profile cache: stored %s (%zu bytes)", name, n);
+    }
+}
+
 /* The knee and the batch size (src/batch/latency.h). A model gets its SM
  * share in units (the knee, or fixed_sm_count rounded up to units) and its
  * batch (SLO-aware, or fixed_batch). Until its arrival rate is measured the
@@ -168,7 +293,7 @@ static void model_name(const dstack_model_desc *d, char *out)
  * batch is max_batch (the most throughput there is) and nothing is
  * predicted. */
 static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_desc *d, api_model *am,
-                                           uint32_t *units)
+                                           const uint8_t content[DS_SHA256_BYTES], uint32_t *units)
 {
     const ds_device_info *dev = &ctx->exec->device;
     bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
@@ -190,13 +315,32 @@ static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_
         *units = n_units;
         return DSTACK_OK;
     }
-    dstack_status st = ds_latency_model_build(ctx->exec, am->plan, am->graph, cpu, d->max_batch, &am->lat);
-    if (st != DSTACK_OK)
-        return st;
+    const char *name = am->info.name;
+    ds_cache_key key;
+    cache_key_for(ctx, d, content, &key);
+    dstack_status st = DSTACK_OK;
+    if (!(am->lat = cache_lookup(ctx, &key, name, d->max_batch))) {
+        st = ds_latency_model_build_logged(ctx->exec, am->plan, am->graph, cpu, d->max_batch, ds_ctx_logger(ctx),
+                                           name, &am->lat);
+        if (st != DSTACK_OK)
+            return st;
+        cache_store(ctx, &key, name, am->lat);
+    }
     ds_model_plan plan;
     st = ds_plan_model(am->lat, d->slo_us, INFINITY, am->fixed_units, d->fixed_batch, &plan);
     if (st != DSTACK_OK)
         return st;
+    const ds_logger *lg = ds_ctx_logger(ctx);
+    if (cpu)
+        ds_log(lg, DSTACK_LOG_INFO, "%s: no SM shares on cpu; batch %u%s, predicted %.3f ms", name, plan.batch,
+               d->fixed_batch ? " (fixed)" : "", plan.latency_us / 1e3);
+    else
+        ds_log(lg, DSTACK_LOG_INFO, "%s: share %u SMs (%u units%s), batch %u%s (its own knee: %u units), "
+               "predicted %.3f ms", name, plan.units * unit_sms, plan.units, am->fixed_units ? ", fixed" : "",
+               plan.batch, d->fixed_batch ? " (fixed)" : "", plan.knee_units, plan.latency_us / 1e3);
+    if (plan.flags & DS_BATCH_INFEASIBLE)
+        ds_log(lg, DSTACK_LOG_WARN, "%s: no batch size meets the %llu us SLO (batch %u takes %.3f ms)", name,
+               (unsigned long long)d->slo_us, plan.batch, plan.latency_us / 1e3);
     *units = cpu ? n_units : plan.units;
     am->info.batch_size = plan.batch;
     am->info.sm_count = cpu ? 0 : plan.units * unit_sms;
@@ -278,7 +422,8 @@ static dstack_status check_memory(const dstack_options *o, const ds_graph *g, ui
 
 static dstack_status build_model(dstack_ctx *ctx, const dstack_model_desc *d, api_model *am, uint32_t *units)
 {
-    dstack_status st = load_graph(d, ctx->opts.max_model_memory_bytes, &am->graph);
+    uint8_t content[DS_SHA256_BYTES];
+    dstack_status st = load_graph(d, ctx->opts.max_model_memory_bytes, &am->graph, content);
     if (st != DSTACK_OK)
         return st;
     if ((st = ds_graph_fold(am->graph)) != DSTACK_OK)
@@ -307,7 +452,7 @@ static dstack_status build_model(dstack_ctx *ctx, const dstack_model_desc *d, ap
     st = ctx->exec->ops->plan_create(ctx->exec, g, &po, &am->plan);
     if (st != DSTACK_OK)
         return st;
-    return choose_share_and_batch(ctx, d, am, units);
+    return choose_share_and_batch(ctx, d, am, content, units);
 }
 
 DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_model_desc *desc,

@@ -8,8 +8,10 @@
 #include "batch/batch.h"
 #include "knee/knee.h"
 #include "profile/profile.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/fault.h"
+#include "util/log.h"
 
 static double column(const ds_latency_model *m, uint32_t i, uint32_t u) { return m->us[i][u - 1]; }
 
@@ -40,25 +42,30 @@ uint64_t ds_latency_sched_ns(const void *arg, uint32_t samples, uint32_t units)
 
 dstack_status ds_latency_fit(const double *x, const double *y, size_t n, double *a, double *c)
 {
-    if (n == 0)
+    if (n == 0 || !x || !y || !a || !c)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "latency fit: no points");
-    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    /* weights 1/y^2: least squares on the relative error (see latency.h) */
+    double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
     for (size_t i = 0; i < n; i++) {
-        sx += x[i];
-        sy += y[i];
-        sxx += x[i] * x[i];
-        sxy += x[i] * y[i];
+        if (!(y[i] > 0) || !isfinite(y[i]) || !isfinite(x[i]))
+            return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "latency fit: measured point %zu is %g", i, y[i]);
+        double w = 1.0 / (y[i] * y[i]);
+        sw += w;
+        sx += w * x[i];
+        sy += w * y[i];
+        sxx += w * x[i] * x[i];
+        sxy += w * x[i] * y[i];
     }
-    double det = (double)n * sxx - sx * sx;
-    if (n == 1 || fabs(det) < 1e-12 * (sxx > 1 ? sxx * n : 1)) {
+    double det = sw * sxx - sx * sx;
+    if (n == 1 || fabs(det) < 1e-12 * sw * sxx) {
         if (sxx <= 0)
             return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "latency fit: singular");
         *a = sxy / sxx;
         *c = 0;
         return DSTACK_OK;
     }
-    *a = ((double)n * sxy - sx * sy) / det;
-    *c = (sy - *a * sx) / (double)n;
+    *a = (sw * sxy - sx * sy) / det;
+    *c = (sy - *a * sx) / sw;
     return DSTACK_OK;
 }
 
@@ -186,6 +193,16 @@ static uint32_t batch_grid(const ds_executor *ex, bool cpu, uint32_t max_batch, 
 dstack_status ds_latency_model_build(ds_executor *ex, ds_exec_plan *plan, const ds_graph *g, bool cpu,
                                      uint32_t max_batch, ds_latency_model **out)
 {
+    return ds_latency_model_build_logged(ex, plan, g, cpu, max_batch, NULL, NULL, out);
+}
+
+dstack_status ds_latency_model_build_logged(ds_executor *ex, ds_exec_plan *plan, const ds_graph *g, bool cpu,
+                                            uint32_t max_batch, const ds_logger *lg, const char *name,
+                                            ds_latency_model **out)
+{
+    if (!name)
+        name = g->name ? g->name : "model";
+    uint64_t t0 = ds_monotonic_ns();
     const ds_device_info *dev = &ex->device;
     bool shares = !cpu && dev->n_units > 1 && dev->n_units <= 64;
     ds_latency_model *lm = ds_calloc(1, sizeof *lm);
@@ -196,6 +213,8 @@ dstack_status ds_latency_model_build(ds_executor *ex, ds_exec_plan *plan, const 
     lm->unit_sms = shares ? dev->unit_sms : 0;
     lm->n_b = batch_grid(ex, cpu, max_batch, lm->b);
     bool timed = !ex->ops->model_time_ns;
+    ds_log(lg, DSTACK_LOG_INFO, "profiling %s on %s: %u batch sizes (%u..%u) x %u unit counts%s", name,
+           ex->ops->name, lm->n_b, lm->b[0], lm->b[lm->n_b - 1], lm->n_units, timed ? "" : " (modeled)");
     for (uint32_t i = 0; i < lm->n_b; i++) {
         for (uint32_t u = 1; u <= lm->n_units; u++) {
             ds_profile_point pt;
@@ -207,9 +226,122 @@ dstack_status ds_latency_model_build(ds_executor *ex, ds_exec_plan *plan, const 
                 return st;
             }
             lm->us[i][u - 1] = pt.median_us;
+            ds_log(lg, DSTACK_LOG_DEBUG, "profile %s: batch %u on %u units: %.1f us (spread %.1f us, %u reps)",
+                   name, lm->b[i], units, pt.median_us, pt.spread_us, pt.reps);
         }
+        ds_log(lg, timed ? DSTACK_LOG_INFO : DSTACK_LOG_DEBUG,
+               "profiling %s: batch %u, %u/%u unit counts, batch %u/%u, %.1f s", name, lm->b[i], lm->n_units,
+               lm->n_units, i + 1, lm->n_b, (double)(ds_monotonic_ns() - t0) / 1e9);
     }
+    ds_log(lg, DSTACK_LOG_INFO, "profiled %s: %u points in %.3f s", name, lm->n_b * lm->n_units,
+           (double)(ds_monotonic_ns() - t0) / 1e9);
     *out = lm;
     return DSTACK_OK;
 }
 
+
+/* ---- serialization for the profile cache (see latency.h) ---- */
+
+static const char LM_MAGIC[4] = {'D', 'S', 'L', 'M'};
+#define LM_HEADER 24u
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_f64(uint8_t *p, double d)
+{
+    uint64_t v;
+    memcpy(&v, &d, sizeof v);
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static double get_f64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    double d;
+    memcpy(&d, &v, sizeof d);
+    return d;
+}
+
+static size_t blob_size(uint32_t n_b, uint32_t n_units)
+{
+    return LM_HEADER + 4u * (size_t)n_b + 8u * (size_t)n_b * n_units;
+}
+
+dstack_status ds_latency_model_encode(const ds_latency_model *m, void **blob, size_t *n_blob)
+{
+    if (!m || !blob || !n_blob || m->n_b == 0 || m->n_b > DS_LAT_MAX_GRID || m->n_units == 0 || m->n_units > 64)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "latency model encode: empty or out-of-range model");
+    size_t n = blob_size(m->n_b, m->n_units);
+    uint8_t *p = ds_malloc(n);
+    if (!p)
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory to encode a latency model");
+    memcpy(p, LM_MAGIC, 4);
+    put_u32(p + 4, DS_LATENCY_BLOB_VERSION);
+    put_u32(p + 8, m->max_batch);
+    put_u32(p + 12, m->n_units);
+    put_u32(p + 16, m->unit_sms);
+    put_u32(p + 20, m->n_b);
+    uint8_t *q = p + LM_HEADER;
+    for (uint32_t i = 0; i < m->n_b; i++, q += 4)
+        put_u32(q, m->b[i]);
+    for (uint32_t i = 0; i < m->n_b; i++)
+        for (uint32_t u = 0; u < m->n_units; u++, q += 8)
+            put_f64(q, m->us[i][u]);
+    *blob = p;
+    *n_blob = n;
+    return DSTACK_OK;
+}
+
+dstack_status ds_latency_model_decode(const void *blob, size_t n_blob, ds_latency_model **out)
+{
+    const uint8_t *p = blob;
+    if (!p || !out)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "latency model decode: NULL argument");
+    if (n_blob < LM_HEADER || memcmp(p, LM_MAGIC, 4) != 0)
+        return ds_fail(DSTACK_ERR_PARSE, "latency model: %zu bytes without the DSLM header", n_blob);
+    uint32_t ver = get_u32(p + 4), n_units = get_u32(p + 12), n_b = get_u32(p + 20);
+    if (ver != DS_LATENCY_BLOB_VERSION)
+        return ds_fail(DSTACK_ERR_PARSE, "latency model: layout version %u, expected %u", ver,
+                       DS_LATENCY_BLOB_VERSION);
+    if (n_b == 0 || n_b > DS_LAT_MAX_GRID || n_units == 0 || n_units > 64)
+        return ds_fail(DSTACK_ERR_PARSE, "latency model: grid %u x %u out of range", n_b, n_units);
+    if (n_blob != blob_size(n_b, n_units))
+        return ds_fail(DSTACK_ERR_PARSE, "latency model: %zu bytes, a %u x %u grid needs %zu", n_blob, n_b,
+                       n_units, blob_size(n_b, n_units));
+    ds_latency_model *m = ds_calloc(1, sizeof *m);
+    if (!m)
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory to decode a latency model");
+    m->max_batch = get_u32(p + 8);
+    m->n_units = n_units;
+    m->unit_sms = get_u32(p + 16);
+    m->n_b = n_b;
+    const uint8_t *q = p + LM_HEADER;
+    bool ok = m->max_batch > 0;
+    for (uint32_t i = 0; i < n_b; i++, q += 4) {
+        m->b[i] = get_u32(q);
+        ok = ok && m->b[i] > 0 && (i == 0 || m->b[i] > m->b[i - 1]);
+    }
+    for (uint32_t i = 0; i < n_b; i++)
+        for (uint32_t u = 0; u < n_units; u++, q += 8) {
+            m->us[i][u] = get_f64(q);
+            ok = ok && isfinite(m->us[i][u]) && m->us[i][u] > 0;
+        }
+    if (!ok) {
+        free(m);
+        return ds_fail(DSTACK_ERR_PARSE, "latency model: a batch size or latency out of range");
+    }
+    *out = m;
+    return DSTACK_OK;
+}

@@ -51,13 +51,29 @@ typedef struct ds_latency_model {
 dstack_status ds_latency_model_build(ds_executor *ex, ds_exec_plan *plan, const ds_graph *g, bool cpu,
                                      uint32_t max_batch, ds_latency_model **out);
 
+/* The same, reporting progress through lg (NULL: silent) under the model's
+ * name: each measurement at DEBUG; the start, each batch row of a timed
+ * backend (cuda, cpu) and the end at INFO ("profiling resnet50: batch 8,
+ * 15/15 unit counts, 1.2 s"); a modeled backend's (sim) rows at DEBUG. */
+struct ds_logger;
+dstack_status ds_latency_model_build_logged(ds_executor *ex, ds_exec_plan *plan, const ds_graph *g, bool cpu,
+                                            uint32_t max_batch, const struct ds_logger *lg, const char *name,
+                                            ds_latency_model **out);
+
 /* L(b, u) in us; u is clamped to 1..n_units, b to >= 1. */
 double ds_latency_us(const ds_latency_model *m, uint32_t b, uint32_t u);
 /* The scheduler's ds_latency_fn (policy.h): arg is a ds_latency_model. */
 uint64_t ds_latency_sched_ns(const void *arg, uint32_t samples, uint32_t units);
 
-/* Least squares fit of measured = a x analytic + c over n points (n >= 2;
- * with n == 1, c = 0). INVALID_ARGUMENT when n == 0 or the fit is singular. */
+/* Fit measured = a x analytic + c over n points (n >= 2; with n == 1,
+ * c = 0) by least squares on the RELATIVE error (weights 1/measured^2):
+ * latencies span two orders of magnitude over batch and share (resnet50 on
+ * sim: 0.86 ms at b=1 on 120 SMs, 140 ms at b=32 on 8), and a plain fit
+ * serves the large points and misses the small ones by tens of percent
+ * (resnet50 on sim, 5% noise, fit on 3x3: held-out p90 47% plain, 4.9%
+ * relative; bench/results/knee_curve-resnet50-sim-noise5.txt), while the SLO cares
+ * about relative error. INVALID_ARGUMENT when n == 0, a measured value is
+ * not positive and finite, or the fit is singular. */
 dstack_status ds_latency_fit(const double *analytic, const double *measured, size_t n, double *a, double *c);
 
 typedef struct ds_model_plan {
@@ -77,6 +93,20 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
  * `factor` either way (1.5 by default in the library), or when nothing was
  * planned from a measurement yet and a rate is known. */
 bool ds_replan_due(double planned_rate, double measured_rate, double factor);
+
+/* Serialization for the profile cache (src/profile/cache.h), field by field
+ * and little-endian, never a struct dump (no padding, no host byte order):
+ *     0  magic "DSLM"                          4 bytes
+ *     4  layout version (1)                    u32
+ *     8  max_batch, n_units, unit_sms, n_b     u32 x 4
+ *    24  b[0..n_b)                             u32 x n_b
+ *     .  us[i][u], i < n_b, u < n_units        IEEE-754 binary64 as u64 x n_b x n_units
+ * The size is exact. Decoding checks every field (grid increasing, sizes in
+ * range, latencies positive and finite) and returns PARSE with a reason
+ * for anything else: a cache entry is never trusted. */
+#define DS_LATENCY_BLOB_VERSION 1u
+dstack_status ds_latency_model_encode(const ds_latency_model *m, void **blob, size_t *n_blob);
+dstack_status ds_latency_model_decode(const void *blob, size_t n_blob, ds_latency_model **out);
 
 /* The knee in units of the curve L(b, .) (1 when n_units is 1). */
 uint32_t ds_latency_knee_units(const ds_latency_model *m, uint32_t b);

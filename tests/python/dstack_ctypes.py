@@ -27,7 +27,8 @@ class Options(C.Structure):
                 ("queue_capacity", C.c_uint32), ("cpu_threads", C.c_uint32),
                 ("sim_sm_count", C.c_uint32), ("max_model_memory_bytes", C.c_uint64),
                 ("max_request_ops", C.c_uint64),
-                ("log_fn", C.c_void_p), ("log_user", C.c_void_p), ("log_level", C.c_int)]
+                ("log_fn", C.c_void_p), ("log_user", C.c_void_p), ("log_level", C.c_int),
+                ("profile_cache_dir", C.c_char_p)]
 
 
 class ModelDesc(C.Structure):
