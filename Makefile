@@ -167,7 +167,7 @@ $(BUILD)/examples/%: examples/%.c $(SHARED) $(CUDA_MODULE)
 examples: $(EXAMPLE_BIN)
 
 TEST_BINS := $(UNIT_BIN) $(API_BIN) $(if $(wildcard tests/onnx_conformance.c),$(CONFORMANCE))
-check test: lib $(TEST_BINS) $(EXAMPLE_BIN)
+check test: lib $(TEST_BINS) $(EXAMPLE_BIN) $(BUILD)/bench/sched_compare
 	@BUILD=$(BUILD) LIBOUT=$(LIBOUT) CONFORMANCE=$(CONFORMANCE) SANITIZED=$(if $(SAN),1,) sh tools/run_tests.sh $(UNIT_BIN) $(API_BIN)
 
 sanitize:

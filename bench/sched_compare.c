@@ -214,6 +214,7 @@ typedef struct replan_ctx {
     uint32_t n, n_units;
     bool at_knee;
     uint32_t replans;
+    const uint32_t *fixed; /* static_spatial: the fixed shares */
 } replan_ctx;
 
 /* The library's planner, in virtual time: every 100 ms, a model whose
@@ -228,9 +229,10 @@ static void replan(void *arg, ds_des *d, uint64_t now_ns)
         if (!ds_replan_due(rc->ms[i].planned_rate, rate, 1.5))
             continue;
         ds_model_plan plan;
-        if (ds_plan_model(rc->ms[i].lat, rc->ms[i].slo_us, rate, rc->at_knee ? 0 : rc->n_units, 0, &plan) != DSTACK_OK)
+        uint32_t fix = rc->fixed ? rc->fixed[i] : rc->at_knee ? 0 : rc->n_units;
+        if (ds_plan_model(rc->ms[i].lat, rc->ms[i].slo_us, rate, fix, 0, &plan) != DSTACK_OK)
             continue;
-        ds_des_model_update(d, i, plan.batch, rc->at_knee ? plan.units : rc->n_units);
+        ds_des_model_update(d, i, plan.batch, fix ? fix : plan.units);
         rc->ms[i].planned_rate = rate;
         rc->replans++;
     }
@@ -260,7 +262,11 @@ static void on_completion(void *arg, uint32_t model, const dstack_completion *c,
 static int run_once(const workload *w, const policy_entry *p, double R, uint64_t seed, run_result *res,
                     bool track_step)
 {
-    ds_executor_config ec = {0, DSTACK_PARTITION_GREEN_CTX, 0, 0};
+    /* Partitioned policies need green contexts (15 units of 8 SMs on the
+     * H100: 120 SMs); the others use the whole device as it is, 132 SMs,
+     * as they would without partitions. */
+    bool partitioned = p->id == DSTACK_POLICY_DSTACK || p->id == DSTACK_POLICY_STATIC_SPATIAL;
+    ds_executor_config ec = {0, partitioned ? DSTACK_PARTITION_GREEN_CTX : DSTACK_PARTITION_NONE, 0, 0};
     ds_executor *ex;
     if (ds_exec_sim_create(&ec, &ex) != DSTACK_OK)
         return -1;
@@ -273,20 +279,41 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
     model_state ms[MAX_MODELS];
     memset(ms, 0, sizeof ms);
     uint32_t n_units = ex->device.n_units;
+    /* static_spatial: the shares are the planned ones scaled down to fit,
+     * fixed for the run; plan each model's batch for the share it gets */
+    uint32_t fixed[MAX_MODELS] = {0};
     for (uint32_t i = 0; i < w->n; i++) {
         ds_plan_options po = {32, DSTACK_PRECISION_FP32};
+        ds_model_plan plan;
         if (ex->ops->plan_create(ex, w->m[i].g, &po, &ms[i].plan) != DSTACK_OK ||
-            ds_latency_model_build(ex, ms[i].plan, w->m[i].g, false, 32, &ms[i].lat) != DSTACK_OK)
+            ds_latency_model_build(ex, ms[i].plan, w->m[i].g, false, 32, &ms[i].lat) != DSTACK_OK ||
+            ds_plan_model(ms[i].lat, (uint64_t)(w->m[i].slo_ms * 1e3), model_rate(w, i, R, 0), 0, 0, &plan) != DSTACK_OK)
             return -1;
+        fixed[i] = plan.units;
+    }
+    if (p->id == DSTACK_POLICY_STATIC_SPATIAL) {
+        uint32_t want = 0;
+        for (uint32_t i = 0; i < w->n; i++)
+            want += fixed[i];
+        for (uint32_t i = 0; i < w->n && want > n_units; i++) {
+            fixed[i] = (uint32_t)((uint64_t)fixed[i] * n_units / want);
+            fixed[i] = fixed[i] ? fixed[i] : 1;
+        }
+    }
+    for (uint32_t i = 0; i < w->n; i++) {
         ds_model_plan plan;
         double rate = model_rate(w, i, R, 0);
         if (rate <= 0)
             rate = R / w->n;
         uint64_t slo_us = (uint64_t)(w->m[i].slo_ms * 1e3);
-        if (ds_plan_model(ms[i].lat, slo_us, rate, p->plan_at_knee ? 0 : n_units, 0, &plan) != DSTACK_OK)
+        uint32_t fix = p->id == DSTACK_POLICY_STATIC_SPATIAL ? fixed[i] : p->plan_at_knee ? 0 : n_units;
+        if (ds_plan_model(ms[i].lat, slo_us, rate, fix, 0, &plan) != DSTACK_OK)
             return -1;
         ms[i].planned_rate = rate;
         ms[i].slo_us = slo_us;
+        if (getenv("SCHED_COMPARE_DEBUG"))
+            fprintf(stderr, "%s R=%.0f plan %s: units %u batch %u L=%.0f us knee %u flags %x\n", p->name, R,
+                    w->m[i].name, plan.units, plan.batch, plan.latency_us, plan.knee_units, plan.flags);
         ds_sched_model_config mc;
         memset(&mc, 0, sizeof mc);
         const ds_graph *g = w->m[i].g;
@@ -299,14 +326,14 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
             mc.output_bytes[j] = (size_t)ds_tensor_numel(&g->tensors[g->outputs[j]]) * 4;
         mc.batch_size = plan.batch;
         mc.max_batch = 32;
-        mc.unit_count = p->plan_at_knee ? plan.units : n_units;
+        mc.unit_count = p->id == DSTACK_POLICY_STATIC_SPATIAL ? fixed[i] : p->plan_at_knee ? plan.units : n_units;
         mc.slo_ns = slo_us * 1000;
         mc.latency = ds_latency_sched_ns;
         mc.latency_arg = ms[i].lat;
         if (ds_des_add_model(d, &mc) != DSTACK_OK)
             return -1;
     }
-    replan_ctx rc = {ms, w->n, n_units, p->plan_at_knee, 0};
+    replan_ctx rc = {ms, w->n, n_units, p->plan_at_knee, 0, p->id == DSTACK_POLICY_STATIC_SPATIAL ? fixed : NULL};
     ds_des_set_replan(d, 100000000ull, replan, &rc);
     size_t n;
     ds_des_arrival *tr = make_trace(w, R, seed, &n);

@@ -1,3 +1,4 @@
+#define _DEFAULT_SOURCE /* usleep */
 /* api_sched.c - the scheduler, the planner and the sim backend through the
  * public header only: knees and batches after registration, overrides,
  * multi-sample requests, huge poll timeouts, context statistics. */

@@ -541,27 +541,42 @@ static void test_dstack_places_side_by_side_and_gives_idle_units_away(void **sta
     ds_sched_decision d;
     uint64_t wake;
     uint64_t busy = 0;
-    /* two knees of 6 fit side by side in 15 units, disjoint */
-    for (int k = 0; k < 2; k++) {
+    /* right-sized: L(8, u) = 64/u ms, so the fewest units with 2 L <= 50 ms
+     * are 3 (21.3 ms): three batches of 3 units side by side, disjoint,
+     * and units nobody waiting needs go to the batch being placed */
+    for (int k = 0; k < 3; k++) {
         v.units_busy = busy;
         assert_true(p->pick(st, &v, &d, &wake));
-        assert_int_equal(d.unit_count, 6);
+        /* the first takes 3 (the fewest that fit); the second may take 6 of
+         * the 12 free, as only one model (knee 6) still waits; the last takes
+         * every unit left */
+        uint32_t want = k == 0 ? 3 : 6;
+        assert_int_equal(d.unit_count, want);
         uint64_t mask = ((1ull << d.unit_count) - 1) << d.first_unit;
         assert_int_equal(busy & mask, 0);
         busy |= mask;
         mv[d.model].running = true;
         mv[d.model].queued = mv[d.model].queued_samples = 0;
     }
-    /* the third does not fit at its knee; 3 units are left: it takes them
-     * only because its batch still meets its deadline there */
-    v.units_busy = busy;
+    assert_false(p->pick(st, &v, &d, &wake)); /* nothing left to run */
+    /* a model whose arrival rate needs more than 3 units to keep up gets more:
+     * 1.5 x 1000/s on batches of 8 needs L <= 5.3 ms: its knee (6 units, 10.7
+     * ms) cannot, so it takes the knee */
+    busy = 0;
+    for (int i = 0; i < 3; i++) {
+        mv[i].running = false;
+        mv[i].queued = mv[i].queued_samples = 8;
+        mv[i].arrival_rps = i == 0 ? 1000.0 : 0.0;
+    }
+    v.units_busy = 0;
     assert_true(p->pick(st, &v, &d, &wake));
-    assert_int_equal(d.unit_count, 3);
-    assert_int_equal(busy & (((1ull << 3) - 1) << d.first_unit), 0);
-    /* with a deadline it cannot meet on 3 units, it waits instead */
-    for (int i = 0; i < 3; i++)
-        if (!mv[i].running)
-            mv[i].oldest_deadline_ns = 1000 + 10000000; /* 10 ms: needs 21 ms on 3 units */
+    assert_int_equal(d.model, 0);
+    assert_int_equal(d.unit_count, 6);
+    /* with a deadline it cannot meet on the units left, a model waits */
+    v.units_busy = (1ull << 14) - 1; /* one unit free */
+    mv[0].running = true;
+    for (int i = 1; i < 3; i++)
+        mv[i].oldest_deadline_ns = 1000 + 10000000; /* 10 ms: needs 64 ms on 1 unit */
     assert_false(p->pick(st, &v, &d, &wake));
     p->destroy(st);
 }

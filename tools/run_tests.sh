@@ -38,6 +38,16 @@ fuzz_ok() {
         > "$log.c" && ${FUZZ_CC:-clang} -fsanitize=fuzzer -o "$log.bin" "$log.c" 2>/dev/null
     r=$?; rm -f "$log.c" "$log.bin"; return $r
 }
+# The policies side by side on the simulated H100 (bench/sched_compare
+# --quick: the four-CNN mix, goodput by bisection). A suite of its own: it
+# fails when a policy beats the ideal bound or the tool breaks; its figures
+# go to bench/results/ only through make bench.
+if [ -x "${BUILD:-build}/bench/sched_compare" ] && [ -z "${SANITIZED:-}" ]; then
+    echo "== ${BUILD:-build}/bench/sched_compare --quick"
+    "${BUILD:-build}/bench/sched_compare" --quick --out "${TMPDIR:-/tmp}" >"$log" 2>&1; rc=$?
+    cat "$log"
+    tally sched_compare $rc $([ $rc -eq 0 ] && echo 1 || echo 0) $([ $rc -eq 0 ] && echo 0 || echo 1)
+fi
 if [ -n "${SANITIZED:-}" ]; then
     echo "== fuzz smoke skipped: it runs under make check (its build is sanitized already)"
 elif [ -n "${DSTACK_SKIP_FUZZ:-}" ]; then

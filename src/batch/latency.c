@@ -105,8 +105,10 @@ static double latency_at_share(void *user, uint32_t b)
     return ds_latency_us(s->m, b, s->units);
 }
 
-/* Is plan x better than y? Feasible first, then throughput per SM (per
- * unit), then the smaller share. */
+/* Is plan x better than y? One that meets the SLO and keeps up with the
+ * rate first; then throughput per SM (per unit), then the smaller share.
+ * Among plans that cannot keep up, the most throughput; among infeasible
+ * ones, the fastest. */
 static bool better(const ds_batch_plan *x, uint32_t xu, const ds_batch_plan *y, uint32_t yu)
 {
     bool fx = !(x->flags & DS_BATCH_INFEASIBLE), fy = !(y->flags & DS_BATCH_INFEASIBLE);
@@ -114,6 +116,11 @@ static bool better(const ds_batch_plan *x, uint32_t xu, const ds_batch_plan *y, 
         return fx;
     if (!fx)
         return x->latency_us < y->latency_us; /* infeasible: the fastest */
+    bool kx = !(x->flags & DS_BATCH_OVERLOADED), ky = !(y->flags & DS_BATCH_OVERLOADED);
+    if (kx != ky)
+        return kx;
+    if (!kx)
+        return x->throughput_per_s > y->throughput_per_s;
     double px = x->throughput_per_s / xu, py = y->throughput_per_s / yu;
     if (px != py)
         return px > py;
@@ -131,14 +138,15 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
     } else if (fixed_batch) {
         cand[n_cand++] = ds_latency_knee_units(m, fixed_batch);
     } else {
+        /* every share from the smallest knee of any batch up: a larger
+         * share only wins when the knee cannot keep up with the rate */
+        uint32_t lo = m->n_units;
         for (uint32_t i = 0; i < m->n_b; i++) {
             uint32_t k = ds_latency_knee_units(m, m->b[i]);
-            bool seen = false;
-            for (uint32_t j = 0; j < n_cand; j++)
-                seen |= cand[j] == k;
-            if (!seen)
-                cand[n_cand++] = k;
+            lo = k < lo ? k : lo;
         }
+        for (uint32_t u = lo; u <= m->n_units && n_cand < DS_LAT_MAX_GRID; u++)
+            cand[n_cand++] = u;
     }
     ds_batch_plan best = {0};
     uint32_t best_u = 0;
@@ -149,6 +157,8 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
         dstack_status st = ds_batch_pick_for_slo(&q, latency_at_share, &s, &p);
         if (st != DSTACK_OK)
             return st;
+        if (!isfinite(rate))
+            p.flags &= ~DS_BATCH_OVERLOADED; /* a saturated queue: no rate to keep up with */
         if (fixed_batch) {
             p.batch = fixed_batch;
             p.latency_us = ds_latency_us(m, fixed_batch, cand[j]);

@@ -17,11 +17,15 @@
  * fix the curve's shape; the device's real speed fixes a and c.
  *
  * The plan (ds_plan_model): for each grid batch b, the knee k(b) of
- * L(b, .) (src/knee); for each distinct knee k, the SLO-aware batch at that
- * share (src/batch/batch.h, rate lambda); among those, the (k, b) with the
- * most throughput per SM, feasible ones first. The knee depends on the
- * batch and the batch on the share; trying every knee the grid produces
- * settles both without a fixed point iteration.
+ * L(b, .) (src/knee); for every share u from the smallest such knee up to
+ * the whole device, the SLO-aware batch at that share (src/batch/batch.h,
+ * rate lambda); among those, the (u, b) that meets the SLO and keeps up
+ * with lambda with the most throughput per SM (the smallest such share,
+ * as curves are sublinear); if none keeps up, the most throughput. So a
+ * model gets its knee while the knee can carry its load, and more SMs only
+ * when it cannot: the knee depends on the batch and the batch on the
+ * share, and trying every share settles both without a fixed point
+ * iteration.
  */
 #ifndef DS_BATCH_LATENCY_H
 #define DS_BATCH_LATENCY_H

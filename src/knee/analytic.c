@@ -25,11 +25,15 @@ dstack_status ds_knee_analytic(const ds_graph *g, uint32_t batch, const ds_sim_d
     c.n_units = dev->n_units;
     c.unit_sms = dev->n_units == 1 ? dev->sm_count : dev->unit_sms;
     double host = ds_sim_host_bytes(g, batch);
-    for (uint32_t u = 1; u <= c.n_units; u++) {
+    for (uint32_t u = 1; u <= c.n_units && st == DSTACK_OK; u++) {
+        uint64_t ns = 0;
         c.sms[u - 1] = u * c.unit_sms;
-        c.us[u - 1] = (double)ds_sim_batch_time_ns(k, n, c.sms[u - 1], host, dev) / 1e3;
+        st = ds_sim_alone_ns(dev, k, n, u, host, &ns);
+        c.us[u - 1] = (double)ns / 1e3;
     }
     free(k);
+    if (st != DSTACK_OK)
+        return st;
     st = ds_knee_from_sweep(c.sms, c.us, c.n_units, params, &c.knee);
     if (st != DSTACK_OK)
         return st;

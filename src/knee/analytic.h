@@ -15,9 +15,13 @@
  *   A(b, s)    = O + H(b) / B_host + sum_k (g + T_full_k + T_tail_k)
  *
  * with O the per-batch overhead, H(b) the request bytes in and out, g the
- * launch gap, BW the device's DRAM bandwidth and bw_sm one SM's. This is
- * what the sim engine gives a batch alone (ds_sim_batch_time_ns), so on
- * sim the analytic curve IS the swept one and the knees agree exactly
+ * launch gap, BW the device's DRAM bandwidth and bw_sm one SM's; a wave of
+ * j < p_k blocks per SM takes max(j, p_k x sat) block times (the occupancy
+ * an SM needs to reach full rate, sim/kernels.h). The curve is evaluated by
+ * the sim engine on an otherwise idle device (ds_sim_alone_ns), not by the
+ * closed form ds_sim_batch_time_ns, which differs from the engine by up to
+ * ~20% on kernels with a partial wave (a known defect of the closed form).
+ * So on sim the analytic curve IS the swept one and the knees agree exactly
  * (tests/test_plan.c checks it for every zoo model at batches 1, 8, 32); on
  * cuda the same formula with CUPTI's grids is a prediction, and the real
  * device fixes the scale (ds_latency_fit: L = a x A + c).

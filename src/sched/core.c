@@ -548,11 +548,23 @@ dstack_status ds_core_model_update(ds_core *c, dstack_model *h, uint32_t batch_s
 
 /* An exponentially decayed count of arrivals with time constant tau
  * estimates the rate: in steady state sum(exp(-age/tau)) / tau = lambda. */
-static double decayed_rate(const dstack_model *m, uint64_t now)
+/* The raw decayed count. */
+static double decayed_count(const dstack_model *m, uint64_t now)
 {
     if (now <= m->rate_last_ns)
         return m->rate_rps;
     return m->rate_rps * exp(-(double)(now - m->rate_last_ns) / (double)RATE_WINDOW_NS);
+}
+
+/* The estimate: the count over the window seen so far. Right after
+ * registration the count has had only t of the window to accumulate,
+ * lambda (1 - exp(-t/tau)) in steady state, so it is divided by that:
+ * without it a model's first second reads as a fraction of its load. */
+static double decayed_rate(const dstack_model *m, uint64_t now)
+{
+    double seen = now > m->registered_ns ? (double)(now - m->registered_ns) / (double)RATE_WINDOW_NS : 0.0;
+    double frac = 1.0 - exp(-seen);
+    return frac > 0.05 ? decayed_count(m, now) / frac : 0.0;
 }
 
 double ds_core_model_rate(const ds_core *c, const dstack_model *h, uint64_t now)
@@ -628,7 +640,7 @@ static uint32_t request_samples(const dstack_request *req)
 
 static void update_rate(dstack_model *m, uint64_t now, uint32_t samples)
 {
-    m->rate_rps = decayed_rate(m, now) + samples * (1e9 / (double)RATE_WINDOW_NS);
+    m->rate_rps = decayed_count(m, now) + samples * (1e9 / (double)RATE_WINDOW_NS);
     if (now > m->rate_last_ns)
         m->rate_last_ns = now;
 }

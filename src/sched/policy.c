@@ -54,6 +54,24 @@ uint32_t ds_policy_batch_samples(const ds_sched_model_view *m)
     return b ? b : 1;
 }
 
+uint32_t ds_policy_batch_samples_at(const ds_sched_view *v, const ds_sched_model_view *m, uint32_t units)
+{
+    uint32_t b = ds_policy_batch_samples(m);
+    if (m->queued_samples <= b || !m->latency || !m->oldest_deadline_ns)
+        return b;
+    /* A backlog: a bigger batch clears it faster (more throughput per SM),
+     * as long as the oldest request still makes its deadline. Doubling
+     * steps keep this O(log max_batch). */
+    uint32_t most = m->queued_samples < m->max_batch ? m->queued_samples : m->max_batch;
+    while (b < most) {
+        uint32_t next = 2 * b < most ? 2 * b : most;
+        if (v->now_ns + ds_policy_latency(m, next, units) > m->oldest_deadline_ns)
+            break;
+        b = next;
+    }
+    return b;
+}
+
 bool ds_policy_batch_ready(const ds_sched_view *v, const ds_sched_model_view *m, uint32_t units,
                            uint64_t *go_ns)
 {
@@ -112,7 +130,7 @@ static bool temporal_pick(void *state, ds_sched_view *v, ds_sched_decision *d, u
     if (best == UINT32_MAX)
         return false;
     d->model = best;
-    d->batch = ds_policy_batch_samples(&v->models[best]);
+    d->batch = ds_policy_batch_samples_at(v, &v->models[best], v->n_units);
     d->first_unit = 0;
     d->unit_count = v->n_units;
     return true;
@@ -142,7 +160,7 @@ static bool streams_pick(void *state, ds_sched_view *v, ds_sched_decision *d, ui
     if (best == UINT32_MAX)
         return false;
     d->model = best;
-    d->batch = ds_policy_batch_samples(&v->models[best]);
+    d->batch = ds_policy_batch_samples_at(v, &v->models[best], v->n_units);
     d->first_unit = 0;
     d->unit_count = v->n_units;
     return true;
@@ -209,7 +227,7 @@ static bool static_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uin
         if (m->queued == 0 || m->running || (v->units_busy & mask))
             continue; /* its own partition is busy (or held by a batch from before a relayout) */
         d->model = i;
-        d->batch = ds_policy_batch_samples(m);
+        d->batch = ds_policy_batch_samples_at(v, m, count[i]);
         d->first_unit = first[i];
         d->unit_count = count[i];
         found = true;

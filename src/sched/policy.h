@@ -107,6 +107,11 @@ bool ds_policy_batch_ready(const ds_sched_view *v, const ds_sched_model_view *m,
 /* Samples to take for model m: its batch size, capped by what is queued. */
 uint32_t ds_policy_batch_samples(const ds_sched_model_view *m);
 
+/* The same, grown toward max_batch while a backlog is queued and the
+ * oldest request still makes its deadline on `units` (every policy uses
+ * this, as Triton's dynamic batcher takes up to its max batch). */
+uint32_t ds_policy_batch_samples_at(const ds_sched_view *v, const ds_sched_model_view *m, uint32_t units);
+
 /* Predicted run time of `samples` of m on `units`, 0 when unknown. */
 uint64_t ds_policy_latency(const ds_sched_model_view *m, uint32_t samples, uint32_t units);
 

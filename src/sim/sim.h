@@ -86,6 +86,17 @@ dstack_status ds_sim_kernels(const ds_graph *g, uint32_t batch, const ds_sim_dev
 uint64_t ds_sim_kernels_time_ns(const ds_sim_kernel *k, uint32_t n, uint32_t sms,
                                 const ds_sim_device *dev);
 
+/* The time the event engine gives the kernel list alone on units
+ * [0, units) of an otherwise idle device, host copies included: the
+ * simulator's own answer, used for profiles and the analytic knee. (The
+ * closed form ds_sim_batch_time_ns in kernels.h follows the same wave
+ * formula but differs from the engine by up to ~20% on kernels with a
+ * partial wave, e.g. 128 blocks of 4 per SM on 48 SMs; until the two
+ * agree, the engine is the one to trust.) OUT_OF_MEMORY, INVALID_ARGUMENT
+ * for units outside the device. */
+dstack_status ds_sim_alone_ns(const ds_sim_device *dev, const ds_sim_kernel *k, uint32_t n, uint32_t units,
+                              double host_bytes, uint64_t *out_ns);
+
 /* The sim executor. cfg->partitioning and cfg->sim_sm_count choose the
  * device (ds_sim_device_default). */
 dstack_status ds_exec_sim_create(const ds_executor_config *cfg, ds_executor **out);

@@ -294,6 +294,20 @@ static void sim_destroy(ds_executor *ex)
     free(se);
 }
 
+dstack_status ds_sim_alone_ns(const ds_sim_device *dev, const ds_sim_kernel *k, uint32_t n, uint32_t units,
+                              double host_bytes, uint64_t *out_ns)
+{
+    ds_sim_engine *e = ds_sim_engine_create(dev, false);
+    if (!e)
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "sim: no memory for an engine");
+    int tag = 0;
+    dstack_status st = ds_sim_engine_start(e, 0, k, n, 0, units, host_bytes, &tag);
+    if (st == DSTACK_OK)
+        *out_ns = ds_sim_engine_next_end_ns(e);
+    ds_sim_engine_destroy(e);
+    return st;
+}
+
 /* The simulator's own answer for a batch alone on a partition: what the
  * engine gives with nothing else running (ds_sim_batch_time_ns). */
 static dstack_status sim_model_time_ns(ds_executor *ex, ds_exec_plan *p, uint32_t batch, uint32_t units,
@@ -310,9 +324,13 @@ static dstack_status sim_model_time_ns(ds_executor *ex, ds_exec_plan *p, uint32_
     pthread_mutex_unlock(&se->mu);
     if (st != DSTACK_OK)
         return st;
-    uint32_t sms = se->dev.n_units == 1 ? se->dev.sm_count : units * se->dev.unit_sms;
-    *out_ns = ds_sim_batch_time_ns(p->k[batch - 1], p->n[batch - 1], sms, ds_sim_host_bytes(p->g, batch), &se->dev);
-    return DSTACK_OK;
+    /* The engine's own time for the batch alone: the measurement the
+     * profile wants is what the simulator will do, and the closed form of
+     * ds_sim_batch_time_ns differs from the engine by up to 15% on deep
+     * nets of many small kernels (resnet152 b5 on 6 units: 12.26 against
+     * 14.13 ms), which would make every prediction short. */
+    return ds_sim_alone_ns(&se->dev, p->k[batch - 1], p->n[batch - 1], units, ds_sim_host_bytes(p->g, batch),
+                           out_ns);
 }
 
 static const ds_executor_ops sim_ops = {
