@@ -150,7 +150,7 @@ tsan:
 VALGRIND ?= valgrind --error-exitcode=1 --suppressions=tools/valgrind.supp --leak-check=full --errors-for-leak-kinds=definite,indirect
 soak: lib $(BUILD)/tests/api_soak $(BUILD)/examples/serve_demo
 	DSTACK_SOAK_SECONDS=60 DSTACK_SOAK_STOP_SECONDS=10 $(BUILD)/tests/api_soak
-	$(VALGRIND) $(BUILD)/examples/serve_demo --backend cpu --requests 40 --image 64
+	$(VALGRIND) $(BUILD)/examples/serve_demo --backend cpu --requests 12 --image 32
 	DSTACK_SOAK_SECONDS=2 DSTACK_SOAK_STOP_SECONDS=1 DSTACK_SOAK_THREADS=4 $(VALGRIND) \
 	    $(BUILD)/tests/api_soak
 

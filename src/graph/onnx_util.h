@@ -27,7 +27,7 @@
  * same bound applies to a Conv's im2col matrix (C/group x kH x kW x OH x OW). */
 #define DS_ONNX_MAX_ELEMS ((int64_t)1 << 28)
 
-/* Bytes unpacking may hold beyond 8x the file size (see parse_budget). */
+/* Bytes unpacking may hold beyond 16x the file size (see parse_budget). */
 #define DS_ONNX_PARSE_SLACK ((uint64_t)64 << 20)
 
 #endif
