@@ -305,7 +305,9 @@ DSTACK_API void dstack_model_desc_init(dstack_model_desc *desc);
  * dstack_unregister_model or dstack_destroy. On failure nothing stays
  * registered. Fails with INVALID_ARGUMENT, NOT_FOUND (file or zoo name),
  * IO, PARSE, UNSUPPORTED_OP, UNSUPPORTED_TYPE, SHAPE, EXTERNAL_DATA,
- * SHUTTING_DOWN, DEVICE, OUT_OF_MEMORY. Thread-safe (serialized
+ * SHUTTING_DOWN, DEVICE, OUT_OF_MEMORY, RESOURCE_LIMIT (over a budget of
+ * the options: options.max_request_ops, options.max_model_memory_bytes;
+ * the message names the op). Thread-safe (serialized
  * internally; may take seconds: it builds plans and may profile). */
 DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_model_desc *desc,
                                                dstack_model **model);

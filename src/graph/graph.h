@@ -230,7 +230,7 @@ const char *const *ds_zoo_names(void);
  * the batch). Statuses: PARSE, UNSUPPORTED_OP, UNSUPPORTED_TYPE, SHAPE,
  * EXTERNAL_DATA, OUT_OF_MEMORY; the message names node, op and reason. */
 dstack_status ds_onnx_import(const void *bytes, size_t n_bytes, ds_graph **out);
-/* The same, holding at most min(8 x n_bytes + 64 MiB, memory_budget) bytes
+/* The same, holding at most min(16 x n_bytes + 64 MiB, memory_budget) bytes
  * while unpacking (RESOURCE_LIMIT beyond), and refusing messages nested
  * deeper than 64 (PARSE). ds_onnx_import has no memory_budget of its own. */
 dstack_status ds_onnx_import_budget(const void *bytes, size_t n_bytes, uint64_t memory_budget,

@@ -1751,13 +1751,16 @@ dstack_status ds_onnx_import(const void *bytes, size_t n_bytes, ds_graph **out)
     return ds_onnx_import_budget(bytes, n_bytes, UINT64_MAX, out);
 }
 
-/* What unpacking may hold: legitimate models unpack to about their own size
- * (raw tensor data is copied once, structs are small next to it); packed
- * int64 varints can grow 8x. The slack covers small files. */
+/* What unpacking may hold: weights unpack to about their own size (raw
+ * data is copied once); packed int64 varints grow up to 8x; a graph of
+ * 10^6 small nodes (26 bytes each on the wire, a NodeProto, two name
+ * arrays and three strings unpacked) about 12x. 16x covers both; empty
+ * messages (2 bytes on the wire, 100x unpacked) stop there. The slack
+ * covers small files. */
 static size_t parse_budget(size_t n_bytes, uint64_t memory_budget)
 {
-    uint64_t b = (uint64_t)n_bytes > (UINT64_MAX - DS_ONNX_PARSE_SLACK) / 8 ? UINT64_MAX
-                 : 8 * (uint64_t)n_bytes + DS_ONNX_PARSE_SLACK;
+    uint64_t b = (uint64_t)n_bytes > (UINT64_MAX - DS_ONNX_PARSE_SLACK) / 16 ? UINT64_MAX
+                 : 16 * (uint64_t)n_bytes + DS_ONNX_PARSE_SLACK;
     if (b > memory_budget)
         b = memory_budget;
     return b > SIZE_MAX ? SIZE_MAX : (size_t)b;
@@ -1778,7 +1781,7 @@ dstack_status ds_onnx_import_budget(const void *bytes, size_t n_bytes, uint64_t 
     Onnx__ModelProto *m = onnx__model_proto__unpack(&budget.allocator, n_bytes, bytes);
     if (!m && budget.exceeded)
         return ds_fail(DSTACK_ERR_RESOURCE_LIMIT, "ONNX import: unpacking %zu bytes needs more "
-                       "than %zu bytes of memory (the budget: 8 x the file size + %d MiB, at most "
+                       "than %zu bytes of memory (the budget: 16 x the file size + %d MiB, at most "
                        "options.max_model_memory_bytes)", n_bytes, budget.limit,
                        (int)(DS_ONNX_PARSE_SLACK >> 20));
     if (!m)

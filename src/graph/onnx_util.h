@@ -31,7 +31,7 @@
  * usually refuses first, this one names the dimension that is too large. */
 #define DS_ONNX_MAX_DIM ((int64_t)1 << 31)
 
-/* Bytes unpacking may hold beyond 8x the file size (see parse_budget). */
+/* Bytes unpacking may hold beyond 16x the file size (see parse_budget). */
 #define DS_ONNX_PARSE_SLACK ((uint64_t)64 << 20)
 
 #endif

@@ -24,8 +24,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     dstack_options_init(&o);
     o.backend = DSTACK_BACKEND_CPU;
     o.cpu_threads = 1;
-    o.max_model_memory_bytes = 256u << 20;
-    o.max_request_ops = 50000000;
+    /* Small enough that an accepted model runs well under the 10 s per-input
+     * timeout in an ASan build on a loaded 2-core machine. */
+    o.max_model_memory_bytes = 64u << 20;
+    o.max_request_ops = 5000000;
     if (dstack_create(&o, &ctx) != DSTACK_OK)
         abort();
     return 0;
