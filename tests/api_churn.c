@@ -1,16 +1,14 @@
 /* api_churn.c - model churn must not grow a context (issue 14 follow-up).
  *
  * A server that registers and unregisters models for months must not pay
- * for every model it ever had. Today the scheduler keeps each removed
- * model until dstack_destroy (so that a stale handle gives NOT_FOUND) and
- * scans them all on every lookup: ~15.5 KB and a longer scan per cycle
- * (bench/results/reliability.md, "Open finding"). This test registers and
+ * for every model it ever had. The scheduler used to keep each removed
+ * model until dstack_destroy (so that a stale handle gave NOT_FOUND) and
+ * scanned them all on every lookup: ~15.5 KB and a longer scan per cycle
+ * (bench/results/reliability.md). Handles are now slot + generation values
+ * and a removed model is freed at once. This test registers and
  * unregisters tiny_cnn 5,000 times and asserts that resident memory grew
- * by less than 16 MB (today: ~77 MB) and that a stale handle still gives
- * NOT_FOUND.
- *
- * It is skipped unless DSTACK_TEST_CHURN is set, until the scheduler
- * rewrite lands; then it belongs in make check as is. */
+ * by less than 16 MB (it was ~77 MB) and that a stale handle still gives
+ * NOT_FOUND. */
 #define _DEFAULT_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,11 +35,6 @@ static long rss_kb(void)
 static void test_register_unregister_5000_times_stays_flat(void **state)
 {
     (void)state;
-    if (!getenv("DSTACK_TEST_CHURN")) {
-        print_message("skipped: set DSTACK_TEST_CHURN=1 (fails until the scheduler frees removed "
-                      "models; see bench/results/reliability.md)\n");
-        skip();
-    }
     dstack_ctx *ctx = NULL;
     assert_int_equal(open_cpu(&ctx, 16), DSTACK_OK);
     dstack_model *first = NULL, *m = NULL;

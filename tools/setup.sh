@@ -8,8 +8,7 @@
 set -eu
 PKGS="build-essential pkg-config libcmocka-dev libcjson-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata valgrind python3 python3-pip python3-venv"
 # clang's libFuzzer and sanitizer runtimes (libclang-rt-*-dev on Debian 12).
-PKGS="$PKGS clang libclang-rt-$(clang --version 2>/dev/null | sed -n 's/.*clang version \([0-9]*\).*/PKGS="build-essential pkg-config libcmocka-dev libcjson-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata valgrind python3 python3-pip python3-venv"
-/p' | head -1 | grep . || echo 14)-dev"
+PKGS="$PKGS clang libclang-rt-$(clang --version 2>/dev/null | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1 | grep . || echo 14)-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
