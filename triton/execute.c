@@ -9,12 +9,12 @@
  * copied: the library writes straight into the response's output buffers,
  * which Triton allocates at execute time.
  *
- * A job's samples: libdstack's requests carry one sample today, so a Triton
- * request of n samples (its batch dimension) is n dstack requests, and its
- * response waits for all of them. Only submit_samples knows this; when the
- * library takes requests of several samples it becomes one submit.
+ * A job's samples: a Triton request of n samples (its batch dimension) is
+ * one dstack request of n samples (dstack_request.n_samples) when n fits
+ * the model's max_batch, else chunks of max_batch; its response waits for
+ * all of them. Only submit_samples knows this.
  *
- * Nothing is lost: a job holds one reference per submitted sample plus one
+ * Nothing is lost: a job holds one reference per submitted library request plus one
  * for execute itself, and whoever drops the last one answers the request,
  * so a submit refused half-way (QUEUE_FULL) still waits for the samples
  * already queued before it sends its error. The first failure wins; its
@@ -31,7 +31,7 @@ typedef struct td_job {
     td_instance *inst;
     TRITONBACKEND_Request *request;
     TRITONBACKEND_Response *response;
-    atomic_uint pending;          /* samples in the library + 1 while execute runs */
+    atomic_uint pending;          /* library requests outstanding + 1 while execute runs */
     atomic_int failed;            /* set once, by the first failure */
     TRITONSERVER_Error_Code code; /* of that failure, written by whoever set failed */
     char detail[512];
@@ -270,14 +270,12 @@ static int job_outputs(td_job *job, const dstack_model_info *info, int batched)
     return 0;
 }
 
-/* Samples one dstack request may carry. libdstack's requests carry one
- * sample today; once dstack_request has n_samples (up to the model's
- * max_batch), this returns info->max_batch and submit_samples sets
- * rq.n_samples = chunk: nothing else changes. */
+/* Samples one dstack request may carry: up to the model's max_batch
+ * (dstack_request.n_samples), so a Triton request of n <= max_batch samples
+ * is one library request, answered in one batch. */
 static uint32_t samples_per_request(const dstack_model_info *info)
 {
-    (void)info;
-    return 1;
+    return info->max_batch ? info->max_batch : 1;
 }
 
 /* Hand the job's samples to the library in chunks of samples_per_request. */
@@ -303,6 +301,7 @@ static void submit_samples(td_job *job, td_registration *reg, uint64_t deadline_
             out[k] = (dstack_buffer){job->out_base[k] + (size_t)s * info->outputs[k].bytes,
                                      chunk * info->outputs[k].bytes};
         rq.deadline_ns = deadline_us ? dstack_now_ns(ctx) + deadline_us * 1000u : 0;
+        rq.n_samples = chunk;
         dstack_ticket ticket;
         atomic_fetch_add_explicit(&job->pending, 1, memory_order_relaxed);
         dstack_status st = dstack_submit(ctx, reg->model, &rq, &ticket);
