@@ -6,7 +6,10 @@
 #  2. torchvision models exported by PyTorch's own exporter, against PyTorch,
 #     when torch is installed (not in CI: it drags 3 GB of CUDA wheels; the
 #     GPU machine has it, see bench/gpu/run_api_checks.sh);
-#  3. the GPU checks are separate: bench/gpu/run_gpu_checks.sh on a GPU machine.
+#  3. the GPU checks are separate: bench/gpu/run_gpu_checks.sh on a GPU machine,
+#     and bench/gpu/record_profile.sh refreshes the simulator's profile there;
+#  4-7. the simulator's calibration and speed, the policies compared, a knee
+#     curve (see the numbered steps below).
 set -u
 cd "$(dirname "$0")/.."
 LIBOUT=${LIBOUT:-lib}
@@ -27,7 +30,25 @@ models=${DSTACK_ORACLE_MODELS:-resnet18,resnet34,resnet50,resnet101,mobilenet_v2
     fi
 } 2>&1 | tee "$out"
 echo "results: $out"
-# the simulated GPU against the H100 measurements (last line: the summary)
 BUILD=${BUILD:-build}
-"$BUILD/bench/sim_calibration" | tee bench/results/sim-calibration.txt
+# run NAME COMMAND...: COMMAND's output, headed by the command and the
+# machine, into bench/results/NAME
+run() {
+    name=$1; shift
+    {
+        echo "# command: $*"
+        echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC'), host: $host, $(nproc) cores, $(uname -m)"
+        "$@"
+    } 2>&1 | tee "bench/results/$name"
+}
+# 4. the simulated GPU against the H100 measurements (last line: the summary)
+run sim-calibration.txt "$BUILD/bench/sim_calibration" bench/profiles/h100-sim.txt
+# 5. the discrete-event driver's speed: 60 virtual s of four CNNs at 1000 req/s
+run sim-speed.txt "$BUILD/bench/sim_speed"
+# 6. the policies side by side on the simulated H100, every workload
+run sched-compare-sim.txt "$BUILD/bench/sched_compare" --workload bench/workloads/two_models.txt \
+    --workload bench/workloads/eight_models.txt --workload bench/workloads/bursty.txt \
+    --workload bench/workloads/step.txt --out bench/results
+# 7. resnet50's latency against SMs, the knee marked (swept and analytic)
+run knee_curve-resnet50-sim.txt "$BUILD/bench/knee_curve" resnet50 --backend sim --batch 1,8,32
 ! grep -q '^FAIL' "$out"
