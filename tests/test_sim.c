@@ -205,9 +205,11 @@ static void test_ideal_mode_has_no_waves_and_shares_the_device(void **state)
     ds_sim_engine_start(e, 0, &a, 1, 0, 1, 0, (void *)1);
     ds_sim_engine_start(e, 0, &b, 1, 1, 1, 0, (void *)2);
     ds_sim_engine_drain(e, on_end, &en);
-    assert_int_equal(end_of(&en, 1), 1500); /* 8 SMs each for 12 SM x 1000 ns */
-    assert_int_equal(end_of(&en, 2), 1500);
-    assert_true(fabs(ds_sim_engine_busy_sm_ns(e) - 16 * 1500.0) < 1e-6);
+    /* launch order: a takes the 12 SMs it can use, b the 4 left; when a
+     * ends at 1000, b has 8/12 of its work left on 12 SMs: 667 ns more */
+    assert_int_equal(end_of(&en, 1), 1000);
+    assert_int_equal(end_of(&en, 2), 1667);
+    assert_true(fabs(ds_sim_engine_busy_sm_ns(e) - (16 * 1000.0 + 12 * 2000.0 / 3.0)) < 1e-3);
     ds_sim_engine_destroy(e);
 }
 
