@@ -53,7 +53,13 @@ static void test_register_unregister_5000_times_stays_flat(void **state)
     /* A stale handle is still refused (unless its slot was reused for a
      * live model, which a generation tag must tell apart). */
     assert_int_equal(dstack_submit(ctx, first, &r, &t), DSTACK_ERR_NOT_FOUND);
+#if defined(__SANITIZE_ADDRESS__)
+    /* ASan keeps freed blocks in its quarantine (256 MB by default), so RSS
+     * says nothing here; LeakSanitizer checks for leaks at exit instead. */
+    (void)grown;
+#else
     assert_true(grown < 16 * 1024);
+#endif
     dstack_destroy(ctx);
 }
 
