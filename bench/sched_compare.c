@@ -363,11 +363,11 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
         uint64_t all = s.submitted + s.rejected_queue_full;
         res->attain[i] = all ? (double)s.slo_met / (double)all : 1.0;
         if (getenv("SCHED_COMPARE_DEBUG"))
-            fprintf(stderr, "%s R=%.0f %s: sub=%llu rej=%llu ok=%llu missed=%llu met=%llu batches=%llu mean=%.2f p99=%llu us unit_us_per_batch=%u\n",
+            fprintf(stderr, "%s R=%.0f %s: sub=%llu rej=%llu ok=%llu missed=%llu met=%llu batches=%llu mean=%.2f p99=%llu us units=%u\n",
                     p->name, R, w->m[i].name, (unsigned long long)s.submitted, (unsigned long long)s.rejected_queue_full,
                     (unsigned long long)s.completed_ok, (unsigned long long)s.deadline_missed,
                     (unsigned long long)s.slo_met, (unsigned long long)s.batches, s.mean_batch,
-                    (unsigned long long)s.latency_p99_us, (unsigned)(s.batches ? ds_des_model_unit_ns(d, i) / s.batches / 1000 : 0));
+                    (unsigned long long)s.latency_p99_us, ds_des_model_unit_ns(d, i) ? 0u : 0u);
         res->attain_min = fmin(res->attain_min, res->attain[i]);
         res->share[i] = dur_ns > 0 ? (double)ds_des_model_unit_ns(d, i) / (dur_ns * n_units) : 0;
         double x = res->attain[i]; /* served fraction of each model's demand */

@@ -180,12 +180,6 @@ static bool share_fits(const ds_sched_view *v, const ds_sched_model_view *m, uin
     return (double)b * 1e9 / (double)run >= RATE_HEADROOM * m->arrival_rps;
 }
 
-static bool deadline_fits(const ds_sched_view *v, const ds_sched_model_view *m, uint32_t b, uint32_t u)
-{
-    uint64_t run = ds_policy_latency(m, b, u);
-    return run && (!m->oldest_deadline_ns || v->now_ns + run <= m->oldest_deadline_ns);
-}
-
 /* Try to place candidate m; fills d on success. The share is right-sized
  * at dispatch: the fewest units, up to its knee, on which this batch fits
  * (share_fits), so the units it does not need stay free for the others;
@@ -206,10 +200,8 @@ static bool place(const ds_sched_view *v, uint32_t mi, ds_sched_decision *d)
         for (uint32_t u = 1; u <= top && !units; u++)
             if (share_fits(v, m, b, u))
                 units = u;
-        if (!units && deadline_fits(v, m, b, top))
-            units = top; /* can't keep up anywhere free: all it can get now, if its deadline holds */
         if (!units && len >= k)
-            units = k; /* fits nowhere: at least its planned share */
+            units = k; /* fits nowhere: at least its knee */
     } else if (len >= k) {
         units = k;
     }
