@@ -524,6 +524,52 @@ static double cpu_us_per_req(int n)
     return cpu * 1e6 / n;
 }
 
+/* A PNG of goodput per policy and workload (relative to ideal) next to the
+ * CSV, when gnuplot is installed (the figures are in the CSV and on stdout
+ * either way). */
+static void plot(const char *csv, bool quick, char names[][64], double ratio[][N_POLICIES], int n_w)
+{
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+        printf("plot: gnuplot not installed, no PNG (the CSV has the figures)\n");
+        return;
+    }
+    char png[600], dat[600], gp[600], cmd[1300];
+    int stem = (int)strlen(csv) - 4;
+    snprintf(png, sizeof png, "%.*s.png", stem, csv);
+    snprintf(dat, sizeof dat, "%.*s.dat", stem, csv);
+    snprintf(gp, sizeof gp, "%.*s.gp", stem, csv);
+    FILE *d = fopen(dat, "w"), *g = fopen(gp, "w");
+    if (!d || !g) {
+        if (d)
+            fclose(d);
+        if (g)
+            fclose(g);
+        return;
+    }
+    fprintf(d, "workload");
+    for (size_t p = 0; p < N_POLICIES; p++)
+        fprintf(d, " %s", POLICIES[p].name);
+    fprintf(d, "\n");
+    for (int w = 0; w < n_w; w++) {
+        fprintf(d, "%s", names[w]);
+        for (size_t p = 0; p < N_POLICIES; p++)
+            fprintf(d, " %.4f", ratio[w][p]);
+        fprintf(d, "\n");
+    }
+    fclose(d);
+    fprintf(g, "set terminal pngcairo size 1000,500 noenhanced\nset output '%s'\n"
+               "set title 'goodput relative to ideal (rate with every model at >= 99%% SLO), simulated H100%s'\n"
+               "set style data histograms\nset style histogram clustered gap 1\n"
+               "set style fill solid 0.8 border -1\nset key outside right\nset yrange [0:1.1]\n"
+               "plot for [i=2:%d] '%s' using i:xtic(1) title columnheader\n",
+            png, quick ? " (quick)" : "", (int)N_POLICIES + 1, dat);
+    fclose(g);
+    snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>/dev/null", gp);
+    if (system(cmd) == 0)
+        printf("plot: %s (data %s)\n", png, dat);
+    remove(gp);
+}
+
 /* ---- main ---- */
 
 static void print_header(FILE *f)
@@ -574,6 +620,8 @@ int main(int argc, char **argv)
     int iters = quick ? 5 : 9;
     bool bound_ok = true;
     double g4[N_POLICIES] = {0};
+    char (*plot_names)[64] = calloc((size_t)n_w, sizeof *plot_names);
+    double (*plot_ratio)[N_POLICIES] = calloc((size_t)n_w, sizeof *plot_ratio);
     run_result r4[N_POLICIES];
     memset(r4, 0, sizeof r4);
     for (int wi = 0; wi < n_w; wi++) {
@@ -622,6 +670,9 @@ int main(int argc, char **argv)
                 bound_ok = false;
             }
         }
+        snprintf(plot_names[wi], 64, "%s", w->name);
+        for (size_t p = 0; p < N_POLICIES; p++)
+            plot_ratio[wi][p] = g[0] > 0 ? g[p] / g[0] : 0;
         if (wi == 0) {
             memcpy(g4, g, sizeof g);
             memcpy(r4, at, sizeof at);
@@ -633,6 +684,7 @@ int main(int argc, char **argv)
         }
     }
     fclose(f);
+    plot(csv, quick, plot_names, plot_ratio, n_w);
     double dec = decision_us();
     double cpu = cpu_us_per_req(quick ? 20000 : 200000);
     printf("\ncsv: %s   ideal bound: %s   wall: %.1f s\n", csv, bound_ok ? "holds" : "VIOLATED",
@@ -642,5 +694,7 @@ int main(int argc, char **argv)
            g4[0] > 0 ? g4[1] / g4[0] : 0, g4[2] > 0 ? g4[1] / g4[2] : 0, g4[3] > 0 ? g4[1] / g4[3] : 0,
            g4[4] > 0 ? g4[1] / g4[4] : 0, 100 * r4[1].attain_min, r4[1].jain, cpu, dec);
     free(ws);
+    free(plot_names);
+    free(plot_ratio);
     return bound_ok ? 0 : 1;
 }
