@@ -7,13 +7,16 @@
  * (Poisson, equal rates) through the discrete-event driver, the real policy
  * code and the simulated H100, twice, and checks that both runs give the
  * same completions (a checksum over every completion's fields). Wall time
- * is for one replay on one core, models' planning excluded. Last line:
+ * is for one replay on one core, models' planning excluded (the line
+ * before the last gives its CPU time too, the figure to read on a shared
+ * machine). Last line:
  * `virtual_s=S wall_s=X requests=N`.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "batch/latency.h"
 #include "sched/des.h"
@@ -34,7 +37,14 @@ static void on_completion(void *arg, uint32_t model, const dstack_completion *c,
         s->hash = (s->hash ^ v[i]) * 1099511628211ull;
 }
 
-static int replay(dstack_policy pol, double seconds, double *wall_s, sums *out, size_t *n_req)
+static double cpu_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int replay(dstack_policy pol, double seconds, double *wall_s, double *cpu_s, sums *out, size_t *n_req)
 {
     const char *names[4] = {"resnet50", "mobilenet_v2", "vgg19", "alexnet"};
     ds_executor_config ec = {0, DSTACK_PARTITION_GREEN_CTX, 0, 0};
@@ -92,8 +102,10 @@ static int replay(dstack_policy pol, double seconds, double *wall_s, sums *out, 
     memset(out, 0, sizeof *out);
     out->hash = 1469598103934665603ull;
     uint64_t t0 = ds_monotonic_ns();
+    double c0 = cpu_now_s();
     dstack_status rs = ds_des_run(d, tr, k, 0, on_completion, out);
     *wall_s = (double)(ds_monotonic_ns() - t0) / 1e9;
+    *cpu_s = cpu_now_s() - c0;
     *n_req = k;
     free(tr);
     ds_des_destroy(d);
@@ -126,15 +138,18 @@ int main(int argc, char **argv)
         }
     }
     sums a, b;
-    double wa, wb;
+    double wa, wb, ca, cb;
     size_t n;
-    if (replay(pol, seconds, &wa, &a, &n) != 0 || replay(pol, seconds, &wb, &b, &n) != 0) {
+    if (replay(pol, seconds, &wa, &ca, &a, &n) != 0 || replay(pol, seconds, &wb, &cb, &b, &n) != 0) {
         fprintf(stderr, "sim_speed: %s\n", dstack_last_error());
         return 1;
     }
     printf("policy=%s completions=%llu ok=%llu checksum=%016llx second_run=%016llx %s\n",
            ds_policy_find(pol)->name, (unsigned long long)a.n, (unsigned long long)a.ok,
            (unsigned long long)a.hash, (unsigned long long)b.hash, a.hash == b.hash && a.n == b.n ? "identical" : "DIFFERENT");
+    /* cpu_s: the replay's CPU time, what wall time is on a core of its own
+     * (on a shared machine wall time includes waiting for the core) */
+    printf("cpu_s=%.3f\n", ca < cb ? ca : cb);
     printf("virtual_s=%.0f wall_s=%.3f requests=%zu\n", seconds, wa < wb ? wa : wb, n);
     return a.hash == b.hash && a.n == b.n && a.n == n ? 0 : 1;
 }
