@@ -103,6 +103,18 @@ static void wake_min(uint64_t *wake, uint64_t t)
 
 /* ---- temporal ---- */
 
+/* A batch of model `best` (UINT32_MAX: none) on the whole device. */
+static bool whole_device(const ds_sched_view *v, uint32_t best, ds_sched_decision *d)
+{
+    if (best == UINT32_MAX)
+        return false;
+    d->model = best;
+    d->batch = ds_policy_batch_samples_at(v, &v->models[best], v->n_units);
+    d->first_unit = 0;
+    d->unit_count = v->n_units;
+    return true;
+}
+
 /* The model with the oldest waiting request that does not run now, or
  * UINT32_MAX: work conservation when no batch is ready (an idle device or
  * partition gains nothing by waiting for a batch to fill). */
@@ -127,13 +139,7 @@ static bool temporal_pick(void *state, ds_sched_view *v, ds_sched_decision *d, u
     }
     if (best == UINT32_MAX)
         best = ds_policy_oldest_waiting(v);
-    if (best == UINT32_MAX)
-        return false;
-    d->model = best;
-    d->batch = ds_policy_batch_samples_at(v, &v->models[best], v->n_units);
-    d->first_unit = 0;
-    d->unit_count = v->n_units;
-    return true;
+    return whole_device(v, best, d);
 }
 
 uint32_t ds_policy_oldest_waiting(const ds_sched_view *v)
@@ -156,14 +162,7 @@ static bool streams_pick(void *state, ds_sched_view *v, ds_sched_decision *d, ui
 {
     (void)state;
     *wake = 0;
-    uint32_t best = ds_policy_oldest_waiting(v);
-    if (best == UINT32_MAX)
-        return false;
-    d->model = best;
-    d->batch = ds_policy_batch_samples_at(v, &v->models[best], v->n_units);
-    d->first_unit = 0;
-    d->unit_count = v->n_units;
-    return true;
+    return whole_device(v, ds_policy_oldest_waiting(v), d);
 }
 
 /* ---- static spatial ---- */
