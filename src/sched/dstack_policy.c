@@ -194,10 +194,18 @@ static bool place(const ds_sched_view *v, uint32_t mi, ds_sched_decision *d)
     if (!find_run(v->units_busy, v->n_units, k, &first, &len))
         return false;
     uint32_t top = len < k ? len : k;
-    uint32_t b = ds_policy_batch_samples_at(v, m, top);
+    /* with a backlog, the units nobody waiting needs are this batch's too,
+     * and the batch is sized for them: a burst is served at full width */
+    uint32_t spare = spare_units(v, mi);
+    bool backlog = m->queued_samples > ds_policy_batch_samples(m);
+    uint32_t wide = backlog && spare > top ? (len < spare ? len : spare) : top;
+    uint32_t b = ds_policy_batch_samples_at(v, m, wide);
     uint32_t units = 0;
     if (m->latency) {
-        for (uint32_t u = 1; u <= top && !units; u++)
+        /* a backlog is a burst the rate estimate has not seen yet: no
+         * right-sizing below the planned share then */
+        uint32_t lo = backlog ? top : 1;
+        for (uint32_t u = lo; u <= top && !units; u++)
             if (share_fits(v, m, b, u))
                 units = u;
         if (!units && len >= k)
@@ -209,7 +217,6 @@ static bool place(const ds_sched_view *v, uint32_t mi, ds_sched_decision *d)
         return false;
     if (units < len) /* best fit for the share actually taken */
         find_run(v->units_busy, v->n_units, units, &first, &len);
-    uint32_t spare = spare_units(v, mi);
     if (len > units && spare > units)
         units = len < spare ? len : spare; /* units nobody waiting needs go to this batch */
     d->model = mi;
