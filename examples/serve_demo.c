@@ -7,11 +7,15 @@
  * SLO attainment.
  *
  *   serve_demo [--backend auto|cpu|cuda|sim] [--policy dstack|temporal|streams|static_spatial|ideal]
- *              [--requests N] [--image PIXELS]
+ *              [--requests N] [--image PIXELS] [--samples N]
  *
  * Defaults: backend auto, policy dstack (the library's default), 300
  * requests, image 224 on cuda and sim and 112 on cpu (so it ends within a
- * minute on two cores without a GPU). The sim backend is a simulated H100:
+ * minute on two cores without a GPU), 1 sample per request. With --samples
+ * N each request carries N images (dstack_request.n_samples, buffers of N
+ * samples; max_batch is raised to N when N is over 8): the calibration, the
+ * SLOs and the arrival rate are then those of N-sample requests, and the
+ * report counts samples as well as requests. The sim backend is a simulated H100:
  * it computes no outputs (they are zeros) but takes the time the GPU would.
  *
  * Build against an installed libdstack:
@@ -42,6 +46,7 @@ typedef struct demo {
     dstack_ctx *ctx;
     demo_model models[N_MODELS];
     int requests;        /* in all */
+    uint32_t samples;    /* per request */
     double rate_rps;     /* arrivals per second, all threads together */
     int submitted, refused;
     pthread_mutex_t lock;
@@ -68,15 +73,16 @@ static void sleep_s(double s)
     nanosleep(&ts, NULL);
 }
 
-/* One request to model m, its output in slot `slot`. */
+/* One request (d->samples samples) to model m, its output in slot `slot`. */
 static dstack_status submit(demo *d, int m, int slot, dstack_ticket *t)
 {
     demo_model *dm = &d->models[m];
-    size_t out_floats = dm->info.outputs[0].bytes / sizeof(float);
-    dstack_buffer in = {dm->input, dm->info.inputs[0].bytes};
-    dstack_buffer out = {dm->outputs + (size_t)slot * out_floats, dm->info.outputs[0].bytes};
+    size_t out_floats = dm->info.outputs[0].bytes / sizeof(float) * d->samples;
+    dstack_buffer in = {dm->input, dm->info.inputs[0].bytes * d->samples};
+    dstack_buffer out = {dm->outputs + (size_t)slot * out_floats, out_floats * sizeof(float)};
     dstack_request r;
     dstack_request_init(&r);
+    r.n_samples = d->samples;
     r.inputs = &in;
     r.n_inputs = 1;
     r.outputs = &out;
@@ -148,7 +154,7 @@ static int register_models(demo *d, uint32_t image)
         desc.source = DSTACK_SOURCE_ZOO;
         desc.path = model_names[m];
         desc.zoo_image_size = image;
-        desc.max_batch = 8;
+        desc.max_batch = d->samples > 8 ? d->samples : 8;
         desc.seed = (uint64_t)m + 1;
         double t0 = now_s();
         printf("registering %-13s %ux%u ... ", model_names[m], image, image);
@@ -162,8 +168,8 @@ static int register_models(demo *d, uint32_t image)
         if (dm->info.sm_count)
             printf("  %-13s knee %u SMs, batch %u, predicted %.2f ms per batch\n", model_names[m],
                    dm->info.sm_count, dm->info.batch_size, (double)dm->info.predicted_latency_us / 1e3);
-        size_t in_floats = dm->info.inputs[0].bytes / sizeof(float);
-        size_t out_floats = dm->info.outputs[0].bytes / sizeof(float);
+        size_t in_floats = dm->info.inputs[0].bytes / sizeof(float) * d->samples;
+        size_t out_floats = dm->info.outputs[0].bytes / sizeof(float) * d->samples;
         /* dstack_host_alloc: page-locked on cuda, so inputs skip a staging copy */
         size_t out_bytes = ((size_t)d->requests / N_MODELS + 2) * out_floats * sizeof(float);
         if (check(dstack_host_alloc(d->ctx, in_floats * sizeof(float), (void **)&dm->input), "host_alloc") ||
@@ -182,25 +188,28 @@ static void report(demo *d, double elapsed)
     if (dstack_ctx_stats_get(d->ctx, &cs) == DSTACK_OK)
         printf("\npolicy %s: %llu batches, GPU utilization %.1f%%, cycle %.1f ms\n", cs.policy_name,
                (unsigned long long)cs.batches, 100.0 * cs.gpu_utilization, (double)cs.cycle_us / 1e3);
-    printf("%-13s %8s %6s %7s %10s %9s %9s %7s %6s %6s\n", "model", "requests", "ok", "missed", "req/s",
-           "p50 ms", "p99 ms", "batch", "SLO %", "share");
+    printf("%-13s %8s %6s %7s %10s %9s %9s %7s %6s %6s%s\n", "model", "requests", "ok", "missed", "req/s",
+           "p50 ms", "p99 ms", "batch", "SLO %", "share", d->samples > 1 ? "  samples/s" : "");
     for (int m = 0; m < N_MODELS; m++) {
         dstack_model_stats s;
         dstack_model_stats_init(&s);
         dstack_stats(d->ctx, d->models[m].handle, &s);
         /* the two calibration requests are in the counts too */
-        printf("%-13s %8llu %6llu %7llu %10.1f %9.1f %9.1f %7.2f %6.1f %5.1f%%\n", model_names[m],
+        printf("%-13s %8llu %6llu %7llu %10.1f %9.1f %9.1f %7.2f %6.1f %5.1f%%", model_names[m],
                (unsigned long long)s.submitted, (unsigned long long)s.completed_ok,
                (unsigned long long)s.deadline_missed, (double)s.completed_ok / elapsed,
                (double)s.latency_p50_us / 1e3, (double)s.latency_p99_us / 1e3, s.mean_batch,
                100.0 * s.slo_attainment, 100.0 * s.gpu_share);
+        if (d->samples > 1) /* "batch" is samples per batch */
+            printf(" %10.1f", (double)s.completed_ok * d->samples / elapsed);
+        printf("\n");
     }
 }
 
 static const char *const policy_names[] = {"dstack", "temporal", "streams", "static_spatial", "ideal"};
 
 static int parse_args(int argc, char **argv, dstack_backend *backend, dstack_policy *policy, int *requests,
-                      uint32_t *image)
+                      uint32_t *image, uint32_t *samples)
 {
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -228,10 +237,19 @@ static int parse_args(int argc, char **argv, dstack_backend *backend, dstack_pol
         } else if (!strcmp(argv[i], "--image") && v) {
             *image = (uint32_t)atoi(v);
             i++;
+        } else if (!strcmp(argv[i], "--samples") && v) {
+            char *end;
+            unsigned long n = strtoul(v, &end, 10);
+            if (*end || n < 1 || n > 4096) {
+                fprintf(stderr, "serve_demo: --samples must be 1..4096 (the largest max_batch), got '%s'\n", v);
+                return -1;
+            }
+            *samples = (uint32_t)n;
+            i++;
         } else {
             fprintf(stderr,
                     "usage: %s [--backend auto|cpu|cuda|sim] [--policy dstack|temporal|streams|static_spatial|ideal]\n"
-                    "          [--requests N] [--image PIXELS]\n",
+                    "          [--requests N] [--image PIXELS] [--samples N]\n",
                     argv[0]);
             return -1;
         }
@@ -244,11 +262,12 @@ int main(int argc, char **argv)
     dstack_backend backend = DSTACK_BACKEND_AUTO;
     dstack_policy policy = DSTACK_POLICY_DSTACK;
     int requests = 300;
-    uint32_t image = 0;
-    if (parse_args(argc, argv, &backend, &policy, &requests, &image))
+    uint32_t image = 0, samples = 1;
+    if (parse_args(argc, argv, &backend, &policy, &requests, &image, &samples))
         return 2;
     demo d = {0};
     d.requests = requests;
+    d.samples = samples;
     pthread_mutex_init(&d.lock, NULL);
     dstack_options o;
     dstack_options_init(&o);
@@ -273,11 +292,20 @@ int main(int argc, char **argv)
     double mean_service_s = 0; /* one request of a model picked at random, alone */
     for (int m = 0; m < N_MODELS; m++) {
         mean_service_s += (double)d.models[m].solo_us / 1e6 / N_MODELS;
-        printf("  %-13s single request %.1f ms -> deadline %.1f ms\n", model_names[m],
-               (double)d.models[m].solo_us / 1e3, (double)d.models[m].slo_us / 1e3);
+        if (samples > 1)
+            printf("  %-13s single request of %u samples %.1f ms -> deadline %.1f ms\n", model_names[m], samples,
+                   (double)d.models[m].solo_us / 1e3, (double)d.models[m].slo_us / 1e3);
+        else
+            printf("  %-13s single request %.1f ms -> deadline %.1f ms\n", model_names[m],
+                   (double)d.models[m].solo_us / 1e3, (double)d.models[m].slo_us / 1e3);
     }
     d.rate_rps = 0.5 / mean_service_s; /* half the load batch 1 could carry */
-    printf("submitting %d requests from 2 threads, Poisson arrivals at %.1f req/s\n", requests, d.rate_rps);
+    if (samples > 1)
+        printf("submitting %d requests of %u samples (%llu samples) from 2 threads, Poisson arrivals at %.1f req/s "
+               "(%.1f samples/s)\n", requests, samples, (unsigned long long)requests * samples, d.rate_rps,
+               d.rate_rps * samples);
+    else
+        printf("submitting %d requests from 2 threads, Poisson arrivals at %.1f req/s\n", requests, d.rate_rps);
 
     double t0 = now_s();
     submitter_arg a[2] = {{&d, 0, requests / 2, 1}, {&d, requests / 2, requests - requests / 2, 2}};
@@ -308,6 +336,9 @@ int main(int argc, char **argv)
         pthread_join(th[i], NULL);
     double elapsed = now_s() - t0;
     printf("  [%5.1f s] %d/%d answered (%d ok), %d refused (queue full)\n", elapsed, done, requests, ok, d.refused);
+    if (samples > 1)
+        printf("  samples: %llu answered ok of %llu submitted, %.1f samples/s\n", (unsigned long long)ok * samples,
+               (unsigned long long)(requests - d.refused) * samples, (double)ok * samples / elapsed);
     report(&d, elapsed);
     rc = done == requests - d.refused ? 0 : 1;
 out:

@@ -342,6 +342,15 @@ typedef struct dstack_model_info {
     uint64_t predicted_latency_us; /* of one batch of batch_size at sm_count; 0 unknown */
     uint64_t slo_us;
     dstack_precision precision;
+    uint32_t batchable;         /* 1: dims[0] of every input and output is the
+                                 * sample axis and a batch (or a request of
+                                 * n_samples) runs in one pass, each sample
+                                 * computed as if alone: an ONNX model with a
+                                 * symbolic batch dimension then gives for
+                                 * N samples what it gives at batch N.
+                                 * 0: the samples of a batch run one after
+                                 * another, each as one whole input (for a
+                                 * symbolic batch, at batch 1). */
 } dstack_model_info;
 
 DSTACK_API void dstack_model_info_init(dstack_model_info *info);
@@ -442,7 +451,7 @@ typedef struct dstack_model_stats {
     uint64_t failed;
     uint64_t slo_met;          /* completed OK by their deadline (or no deadline) */
     uint64_t batches;          /* batches run */
-    double mean_batch;         /* requests per batch run */
+    double mean_batch;         /* samples per batch run */
     double throughput_rps;     /* OK completions per second since registration */
     double slo_attainment;     /* slo_met / (completed_ok + deadline_missed + failed),
                                   1 when none: cancelled requests (shutdown,

@@ -172,6 +172,7 @@ static void test_model_info_describes_the_onnx_file(void **state)
     assert_int_equal(info.inputs[0].bytes, TINY_IN_FLOATS * sizeof(float));
     assert_int_equal(info.outputs[0].bytes, TINY_OUT_FLOATS * sizeof(float));
     assert_int_equal(info.max_batch, 8);
+    assert_int_equal(info.batchable, 1); /* a CNN: a batch runs in one pass */
     assert_true(info.batch_size >= 1 && info.batch_size <= 8);
     /* 4*3*3*3 + 4 conv, 5*4 + 5 fc */
     assert_int_equal(info.param_count, 4 * 27 + 4 + 20 + 5);

@@ -8,7 +8,17 @@
  * registered with dstack_register_model (max_batch 1), each data set is
  * submitted with dstack_submit and collected with dstack_poll, and every
  * output is compared with the expected one: |got - want| <= atol + rtol*|want|
- * with rtol 1e-3 and atol 1e-7 (float32). One line per case:
+ * with rtol 1e-3 and atol 1e-7 (float32).
+ *
+ * Several samples: when every graph input the runner feeds has a symbolic
+ * (or -1/0) first dimension, and a data set's inputs all have the same
+ * leading dimension N > 1, that data set goes as ONE request of N samples
+ * (dstack_request.n_samples = N, output buffers N x the per-sample bytes),
+ * the model being registered with max_batch = the largest such N of the
+ * case (up to MAX_SAMPLES). This needs the model to be batchable
+ * (dstack_model_info.batchable, per-sample dims[0] == 1): otherwise, or when
+ * N is over MAX_SAMPLES, the case is UNSUPPORTED. The PASS line then says
+ * "(samples: N,...)", the sample counts of its data sets. One line per case:
  *
  *   PASS <dir> max_abs_err=<e> max_rel_err=<r>
  *   FAIL <dir> <reason>
@@ -47,6 +57,7 @@
 #define ATOL 1e-7
 #define MAX_SETS 64
 #define POLL_TIMEOUT_US (120 * 1000000LL)
+#define MAX_SAMPLES 4096 /* the largest max_batch dstack_register_model takes */
 
 static const char *const SUPPORTED_OPS[] = {
     "Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh",
@@ -189,6 +200,19 @@ static bool param_only_input(const Onnx__GraphProto *g, const char *name)
     return used;
 }
 
+/* Is the first dimension of graph input `vi` dynamic (symbolic, -1 or 0:
+ * the batch, which the library takes as one sample)? */
+static bool dynamic_batch_input(const Onnx__ValueInfoProto *vi)
+{
+    const Onnx__TypeProto *t = vi->type;
+    if (!t || t->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !t->tensor_type ||
+        !t->tensor_type->shape || t->tensor_type->shape->n_dim < 1)
+        return false;
+    const Onnx__TensorShapeProto__Dimension *d = t->tensor_type->shape->dim[0];
+    return d->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ||
+           d->dim_value <= 0;
+}
+
 /* ---- tensors ---- */
 
 static int64_t tensor_numel(const Onnx__TensorProto *t)
@@ -264,12 +288,40 @@ static bool data_set_load(const char *dir, const char *set, data_set *ds)
     return ds->n_out > 0;
 }
 
+/* How many samples a data set holds: N when every graph input the runner
+ * feeds (non-initializer, not bound) has a dynamic first dimension and the
+ * data set's tensors for them all have the leading dimension N; else 1 (the
+ * data set is one request of the model's own shape, as before). */
+static int64_t data_set_samples(const runner *r, const Onnx__GraphProto *g, const data_set *ds)
+{
+    int64_t n = 0;
+    int k = 0;
+    for (size_t i = 0; i < g->n_input; i++) {
+        const Onnx__ValueInfoProto *vi = g->input[i];
+        if (is_initializer(g, vi->name))
+            continue;
+        if (k >= ds->n_in)
+            return 1;
+        const Onnx__TensorProto *t = ds->in[k++];
+        if (r->bind && param_only_input(g, vi->name))
+            continue; /* bound into the model: not fed */
+        if (!dynamic_batch_input(vi) || t->n_dims < 1 || t->dims[0] < 1)
+            return 1;
+        if (n && t->dims[0] != n)
+            return 1;
+        n = t->dims[0];
+    }
+    return n > 1 ? n : 1;
+}
+
 /* The verdict of a case, built up over its data sets. */
 typedef struct verdict {
     enum { V_PASS, V_FAIL, V_UNSUPPORTED } kind;
     char why[1024];
     double max_abs, max_rel;
     char bound[256];
+    char samples[256]; /* the sample counts of its data sets, when one is > 1 */
+    bool multi;
 } verdict;
 
 static void set_verdict(verdict *v, int kind, const char *fmt, const char *a, const char *b)
@@ -290,13 +342,13 @@ static bool unsupported_status(dstack_status st)
  * parameter-only inputs when `bind_ds` is given. *feed[i] tells, for each
  * graph input i (non-initializer, file order), whether it is still an input. */
 static dstack_status register_case(runner *r, const char *dir, Onnx__ModelProto *m,
-                                   const data_set *bind_ds, bool feed[DSTACK_MAX_IO],
-                                   verdict *v, dstack_model **model)
+                                   const data_set *bind_ds, uint32_t max_batch,
+                                   bool feed[DSTACK_MAX_IO], verdict *v, dstack_model **model)
 {
     Onnx__GraphProto *g = m->graph;
     dstack_model_desc desc;
     dstack_model_desc_init(&desc);
-    desc.max_batch = 1;
+    desc.max_batch = max_batch;
     char path[4096];
     snprintf(path, sizeof path, "%s/model.onnx", dir);
 
@@ -399,7 +451,8 @@ static void compare(const float *got, const float *want, int64_t n, verdict *v, 
 
 /* Submit one data set to `model` and check its outputs. */
 static void run_data_set(runner *r, dstack_model *model, const data_set *ds,
-                         const bool feed[DSTACK_MAX_IO], const char *set, verdict *v)
+                         const bool feed[DSTACK_MAX_IO], const char *set, uint32_t samples,
+                         verdict *v)
 {
     dstack_model_info info;
     dstack_model_info_init(&info);
@@ -411,6 +464,19 @@ static void run_data_set(runner *r, dstack_model *model, const data_set *ds,
     dstack_buffer ins[DSTACK_MAX_IO], outs[DSTACK_MAX_IO];
     float *in_data[DSTACK_MAX_IO] = {NULL}, *out_data[DSTACK_MAX_IO] = {NULL};
     uint32_t n_in = 0;
+    if (samples > 1) {
+        bool per_sample = info.batchable != 0;
+        for (uint32_t i = 0; i < info.n_inputs; i++)
+            per_sample = per_sample && info.inputs[i].rank >= 1 && info.inputs[i].dims[0] == 1;
+        if (!per_sample) {
+            char a[64];
+            snprintf(a, sizeof a, "%u", samples);
+            set_verdict(v, V_UNSUPPORTED, "%s has %s samples (a dynamic batch dimension) but the "
+                        "model is not batchable: each sample would run alone, not at batch N",
+                        set, a);
+            return;
+        }
+    }
     for (int k = 0; k < ds->n_in; k++) {
         if (!feed[k])
             continue;
@@ -436,9 +502,14 @@ static void run_data_set(runner *r, dstack_model *model, const data_set *ds,
         goto done;
     }
     for (uint32_t o = 0; o < info.n_outputs; o++) {
-        out_data[o] = calloc(1, info.outputs[o].bytes ? info.outputs[o].bytes : 1);
+        size_t bytes = info.outputs[o].bytes * samples; /* samples <= MAX_SAMPLES */
+        out_data[o] = calloc(1, bytes ? bytes : 1);
+        if (!out_data[o]) {
+            set_verdict(v, V_FAIL, "out of memory for the outputs of %s%s", set, "");
+            goto done;
+        }
         outs[o].data = out_data[o];
-        outs[o].bytes = info.outputs[o].bytes;
+        outs[o].bytes = bytes;
     }
     dstack_request req;
     dstack_request_init(&req);
@@ -446,6 +517,7 @@ static void run_data_set(runner *r, dstack_model *model, const data_set *ds,
     req.n_inputs = n_in;
     req.outputs = outs;
     req.n_outputs = info.n_outputs;
+    req.n_samples = samples;
     dstack_ticket ticket;
     st = dstack_submit(r->ctx, model, &req, &ticket);
     if (st) {
@@ -472,9 +544,10 @@ static void run_data_set(runner *r, dstack_model *model, const data_set *ds,
                         ds->out[o]->name ? ds->out[o]->name : "?", set);
             goto done;
         }
-        if ((size_t)n * sizeof(float) != info.outputs[o].bytes) {
-            char a[96];
-            snprintf(a, sizeof a, "%d has %zu floats, expected %lld", o,
+        if ((size_t)n * sizeof(float) != info.outputs[o].bytes * samples) {
+            char a[128];
+            snprintf(a, sizeof a, "%d has %zu floats (%u x %zu), expected %lld", o,
+                     info.outputs[o].bytes / sizeof(float) * samples, samples,
                      info.outputs[o].bytes / sizeof(float), (long long)n);
             set_verdict(v, V_FAIL, "output %s%s", a, "");
         } else {
@@ -508,6 +581,26 @@ static void run_case(runner *r, const char *dir)
             if (!is_initializer(m->graph, m->graph->input[i]->name) &&
                 param_only_input(m->graph, m->graph->input[i]->name))
                 needs_bind = true;
+    /* the sample count of each data set; max_batch is the largest */
+    int64_t samples[MAX_SETS];
+    int64_t max_samples = 1;
+    for (int s = 0; s < n_sets && v.kind == V_PASS; s++) {
+        data_set ds;
+        samples[s] = 1;
+        if (data_set_load(dir, sets[s], &ds))
+            samples[s] = data_set_samples(r, m->graph, &ds);
+        data_set_free(&ds);
+        if (samples[s] > max_samples)
+            max_samples = samples[s];
+        if (samples[s] > 1)
+            v.multi = true;
+    }
+    if (max_samples > MAX_SAMPLES) {
+        char a[64];
+        snprintf(a, sizeof a, "%lld", (long long)max_samples);
+        set_verdict(&v, V_UNSUPPORTED, "a data set has %s samples, over the largest max_batch (%s)",
+                    a, "4096");
+    }
     dstack_model *model = NULL;
     bool feed[DSTACK_MAX_IO];
     for (int i = 0; i < DSTACK_MAX_IO; i++)
@@ -523,12 +616,18 @@ static void run_case(runner *r, const char *dir)
             if (model)
                 dstack_unregister_model(r->ctx, model);
             model = NULL;
-            if (register_case(r, dir, m, needs_bind ? &ds : NULL, feed, &v, &model)) {
+            if (register_case(r, dir, m, needs_bind ? &ds : NULL, (uint32_t)max_samples, feed,
+                              &v, &model)) {
                 data_set_free(&ds);
                 break;
             }
         }
-        run_data_set(r, model, &ds, feed, sets[s], &v);
+        run_data_set(r, model, &ds, feed, sets[s], (uint32_t)samples[s], &v);
+        if (v.multi) {
+            size_t len = strlen(v.samples);
+            snprintf(v.samples + len, sizeof v.samples - len, "%s%lld", len ? "," : "",
+                     (long long)samples[s]);
+        }
         data_set_free(&ds);
     }
     if (model)
@@ -540,8 +639,9 @@ static void run_case(runner *r, const char *dir)
     switch (v.kind) {
     case V_PASS:
         r->passed++;
-        printf("PASS %s max_abs_err=%.3g max_rel_err=%.3g%s%s%s\n", dir, v.max_abs, v.max_rel,
-               v.bound[0] ? " (bound: " : "", v.bound, v.bound[0] ? ")" : "");
+        printf("PASS %s max_abs_err=%.3g max_rel_err=%.3g%s%s%s%s%s%s\n", dir, v.max_abs,
+               v.max_rel, v.bound[0] ? " (bound: " : "", v.bound, v.bound[0] ? ")" : "",
+               v.samples[0] ? " (samples: " : "", v.samples, v.samples[0] ? ")" : "");
         break;
     case V_FAIL:
         r->failed++;

@@ -446,6 +446,7 @@ static dstack_status build_model(dstack_ctx *ctx, const dstack_model_desc *d, ap
         (st = check_memory(&ctx->opts, g, d->max_batch, &plan_budget)))
         return st;
     info->max_batch = d->max_batch;
+    info->batchable = g->batchable;
     info->slo_us = d->slo_us;
     info->precision = d->precision;
     ds_plan_options po = {d->max_batch, d->precision, plan_budget};

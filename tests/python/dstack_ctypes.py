@@ -52,7 +52,7 @@ class ModelInfo(C.Structure):
                 ("param_count", C.c_uint64), ("flops_per_request", C.c_uint64),
                 ("max_batch", C.c_uint32), ("batch_size", C.c_uint32), ("sm_count", C.c_uint32),
                 ("predicted_latency_us", C.c_uint64), ("slo_us", C.c_uint64),
-                ("precision", C.c_int)]
+                ("precision", C.c_int), ("batchable", C.c_uint32)]
 
 
 class Buffer(C.Structure):
@@ -154,11 +154,14 @@ class Model:
         n = self.info.n_inputs if which == "in" else self.info.n_outputs
         return [tuple(tis[i].dims[:tis[i].rank]) for i in range(n)]
 
-    def run(self, inputs):
-        """One request; inputs are float32 arrays in model order."""
+    def run(self, inputs, samples=1):
+        """One request of `samples` samples (dstack_request.n_samples); inputs
+        are float32 arrays in model order, each holding `samples` consecutive
+        samples. The outputs have dims[0] = samples x the per-sample dims[0]."""
         L = self.ctx.L
         ins = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
-        outs = [np.zeros(s, dtype=np.float32) for s in self.shapes("out")]
+        outs = [np.zeros((samples * s[0],) + tuple(s[1:]) if s else s, dtype=np.float32)
+                for s in self.shapes("out")]
         in_bufs = (Buffer * len(ins))(*[Buffer(x.ctypes.data, x.nbytes) for x in ins])
         out_bufs = (Buffer * len(outs))(*[Buffer(y.ctypes.data, y.nbytes) for y in outs])
         r = Request()
@@ -167,6 +170,7 @@ class Model:
         r.n_inputs = len(ins)
         r.outputs = out_bufs
         r.n_outputs = len(outs)
+        r.n_samples = samples
         t = C.c_uint64()
         L.check("dstack_submit", L.lib.dstack_submit(self.ctx.ctx, self.m, C.byref(r),
                                                      C.byref(t)))

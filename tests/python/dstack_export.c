@@ -1,11 +1,13 @@
 /* dstack_export.c - writes a zoo model as an ONNX file with ds_onnx_export.
  *
  *   dstack_export ZOO_NAME OUT.onnx [IMAGE_SIZE [CLASSES [SEED]]]
- *   dstack_export --sizes      sizes of the public structs, for ctypes checks
+ *   dstack_export --sizes      sizes of the public structs and offsets of their
+ *                              last fields, for ctypes checks
  *
  * Built by tests/python/test_onnx_oracle.py against lib/libdstack.a (the
  * exporter is internal, so the shared library does not export it).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -18,6 +20,11 @@ int main(int argc, char **argv)
         printf("options %zu\nmodel_desc %zu\nmodel_info %zu\nrequest %zu\ncompletion %zu\n",
                sizeof(dstack_options), sizeof(dstack_model_desc), sizeof(dstack_model_info),
                sizeof(dstack_request), sizeof(dstack_completion));
+        /* offsets of the fields added last, which padding may hide from a size check */
+        printf("request.deadline_ns %zu\nrequest.n_samples %zu\n"
+               "model_info.precision %zu\nmodel_info.batchable %zu\n",
+               offsetof(dstack_request, deadline_ns), offsetof(dstack_request, n_samples),
+               offsetof(dstack_model_info, precision), offsetof(dstack_model_info, batchable));
         return 0;
     }
     if (argc < 3) {

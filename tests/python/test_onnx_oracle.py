@@ -90,6 +90,14 @@ def check_struct_sizes(exe):
     c_sizes = dict(line.split() for line in out.splitlines())
     bad = [f"{k}: C {c_sizes[k]} ctypes {ds.C.sizeof(t)}"
            for k, t in ds.STRUCT_SIZES.items() if int(c_sizes[k]) != ds.C.sizeof(t)]
+    # offsets of the last fields: a field appended into padding keeps the size
+    for key, off in c_sizes.items():
+        if "." not in key:
+            continue
+        struct, field = key.split(".")
+        f = getattr(ds.STRUCT_SIZES[struct], field, None)
+        if f is None or f.offset != int(off):
+            bad.append(f"{key}: C offset {off} ctypes {f.offset if f is not None else 'missing'}")
     report(not bad, "ctypes struct layouts match dstack.h" + (": " + "; ".join(bad) if bad else ""))
     return not bad
 
