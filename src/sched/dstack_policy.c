@@ -25,7 +25,10 @@
  *       (best fit keeps large runs for large shares);
  *     - units that no waiting model needs (free units minus the shares of
  *       the models that wait without running) are added to it: idle units
- *       go to a model that has work.
+ *       go to a model that has work;
+ *     - a backlog (more queued than one batch takes) is a burst the rate
+ *       estimate has not caught up with: no right-sizing below the planned
+ *       share, and the batch is sized for the spare units it will get.
  *     The batch is the model's planned batch, grown toward max_batch while a
  *     backlog is queued and the oldest request still makes its deadline.
  *  4. A starving model that cannot be placed stops the pick: nothing else
