@@ -201,10 +201,11 @@ typedef struct dstack_options {
 DSTACK_API void dstack_options_init(dstack_options *options);
 
 /* Create a context: picks the backend, opens the device, starts the
- * scheduler thread. `options` may be NULL for all defaults.
+ * scheduler and planner threads. `options` may be NULL for all defaults.
  * Fails with INVALID_ARGUMENT (bad option value or ctx NULL), NO_DEVICE
- * (backend CUDA without driver or GPU), UNSUPPORTED (backend or policy not
- * built in or not implemented yet), DEVICE, OUT_OF_MEMORY.
+ * (backend CUDA without driver or GPU, or libdstack-cuda.so missing),
+ * UNSUPPORTED (backend not built in; policy IDEAL on a backend other than
+ * sim), DEVICE, OUT_OF_MEMORY.
  * Thread-safe; contexts are independent of each other. */
 DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx **ctx);
 
