@@ -1,6 +1,12 @@
 /* sched_compare - the policies side by side on the simulated H100.
  *
  *   build/bench/sched_compare [--quick] [--workload FILE] [--out DIR] [--seed N]
+ *   build/bench/sched_compare --backend cuda|sim [--quick] [--workload FILE]
+ *
+ * With --backend, the same workload runs through the public API on the
+ * real executor and the real clock (cuda on a lent GPU; sim to try the
+ * path here): dstack, temporal, static_spatial and streams one after the
+ * other, rates rising by 1.25x until a model misses its SLO (see rt_main).
  *
  * For each policy (ideal, dstack, temporal, static_spatial, streams) the
  * same workload runs through the discrete-event driver and the same policy
@@ -23,6 +29,7 @@
  * simulator guarantees), 0 otherwise.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -570,6 +577,159 @@ static void plot(const char *csv, bool quick, char names[][64], double ratio[][N
     remove(gp);
 }
 
+/* ---- real time, through the public API (--backend cuda|sim) ---- */
+
+typedef struct rt_model {
+    dstack_model *m;
+    float *in, *out;
+    size_t in_bytes, out_bytes;
+} rt_model;
+
+typedef struct rt_feed {
+    dstack_ctx *ctx;
+    rt_model *rm;
+    const ds_des_arrival *tr;
+    size_t n;
+    uint64_t t0;
+    size_t accepted, refused;
+} rt_feed;
+
+/* Submit the trace at its times on the real clock (absolute sleeps). */
+static void *rt_submitter(void *arg)
+{
+    rt_feed *f = arg;
+    for (size_t i = 0; i < f->n; i++) {
+        uint64_t at = f->t0 + f->tr[i].t_ns;
+        struct timespec ts = {(time_t)(at / 1000000000u), (long)(at % 1000000000u)};
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        rt_model *m = &f->rm[f->tr[i].model];
+        dstack_buffer bi = {m->in, m->in_bytes}, bo = {m->out, m->out_bytes};
+        dstack_request r;
+        dstack_request_init(&r);
+        r.inputs = &bi;
+        r.n_inputs = 1;
+        r.outputs = &bo;
+        r.n_outputs = 1;
+        dstack_ticket t;
+        if (dstack_submit(f->ctx, m->m, &r, &t) == DSTACK_OK)
+            f->accepted++;
+        else
+            f->refused++;
+    }
+    return NULL;
+}
+
+/* One policy at one rate on the real executor: the lowest per-model SLO
+ * attainment (refused requests count as misses), -1 on a setup failure. */
+static double rt_run(dstack_backend backend, dstack_policy pol, const workload *w, double R, double seconds,
+                     uint64_t seed, double *util)
+{
+    dstack_options o;
+    dstack_options_init(&o);
+    o.backend = backend;
+    o.policy = pol;
+    o.queue_capacity = 4096;
+    dstack_ctx *ctx;
+    if (dstack_create(&o, &ctx) != DSTACK_OK) {
+        fprintf(stderr, "sched_compare: %s\n", dstack_last_error());
+        return -1;
+    }
+    rt_model rm[MAX_MODELS];
+    memset(rm, 0, sizeof rm);
+    double worst = -1;
+    for (uint32_t i = 0; i < w->n; i++) {
+        dstack_model_desc d;
+        dstack_model_desc_init(&d);
+        d.source = DSTACK_SOURCE_ZOO;
+        d.path = w->m[i].name;
+        d.slo_us = (uint64_t)(w->m[i].slo_ms * 1e3);
+        dstack_model_info info;
+        dstack_model_info_init(&info);
+        if (dstack_register_model(ctx, &d, &rm[i].m) != DSTACK_OK ||
+            dstack_model_info_get(ctx, rm[i].m, &info) != DSTACK_OK) {
+            fprintf(stderr, "sched_compare: %s: %s\n", w->m[i].name, dstack_last_error());
+            goto out;
+        }
+        rm[i].in_bytes = info.inputs[0].bytes;
+        rm[i].out_bytes = info.outputs[0].bytes;
+        if (dstack_host_alloc(ctx, rm[i].in_bytes, (void **)&rm[i].in) != DSTACK_OK ||
+            dstack_host_alloc(ctx, rm[i].out_bytes, (void **)&rm[i].out) != DSTACK_OK)
+            goto out;
+        memset(rm[i].in, 0, rm[i].in_bytes);
+    }
+    workload wr = *w;
+    wr.duration_s = seconds;
+    size_t n;
+    ds_des_arrival *tr = make_trace(&wr, R, seed, &n);
+    rt_feed f = {ctx, rm, tr, n, dstack_now_ns(ctx) + 100000000ull, 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, rt_submitter, &f);
+    size_t done = 0;
+    dstack_completion c[256];
+    for (;;) {
+        size_t k = 0;
+        dstack_poll(ctx, c, 256, 100000, &k);
+        done += k;
+        if (k == 0 && done >= f.accepted && dstack_now_ns(ctx) > f.t0 + (uint64_t)(seconds * 1e9) + 200000000ull)
+            break;
+    }
+    pthread_join(th, NULL);
+    dstack_ctx_stats cs;
+    dstack_ctx_stats_init(&cs);
+    dstack_ctx_stats_get(ctx, &cs);
+    *util = cs.gpu_utilization;
+    worst = 1.0;
+    for (uint32_t i = 0; i < w->n; i++) {
+        dstack_model_stats st;
+        dstack_model_stats_init(&st);
+        dstack_stats(ctx, rm[i].m, &st);
+        uint64_t all = st.submitted + st.rejected_queue_full;
+        double a = all ? (double)st.slo_met / (double)all : 1.0;
+        worst = a < worst ? a : worst;
+    }
+    free(tr);
+out:
+    dstack_shutdown(ctx);
+    for (uint32_t i = 0; i < w->n; i++) {
+        dstack_host_free(ctx, rm[i].in);
+        dstack_host_free(ctx, rm[i].out);
+    }
+    dstack_destroy(ctx);
+    return worst;
+}
+
+/* The four-CNN mix (or a workload file) on the real executor: for each
+ * policy, rates rising by 1.25x until one misses; goodput is the last one
+ * that held. Slow (seconds per point, real time) and for a lent GPU;
+ * `--backend sim` runs the same path on the simulated GPU's real clock. */
+static int rt_main(dstack_backend backend, const workload *w, bool quick, uint64_t seed)
+{
+    const dstack_policy pols[] = {DSTACK_POLICY_DSTACK, DSTACK_POLICY_TEMPORAL, DSTACK_POLICY_STATIC_SPATIAL,
+                                  DSTACK_POLICY_STREAMS};
+    const char *names[] = {"dstack", "temporal", "static_spatial", "streams"};
+    double seconds = quick ? 1.0 : 5.0, g[4] = {0};
+    printf("== %s on the real executor (backend %s), %.0f s per point, rates x1.25 until a model misses 99%%\n",
+           w->name, backend == DSTACK_BACKEND_CUDA ? "cuda" : "sim", seconds);
+    for (int p = 0; p < 4; p++) {
+        double util = 0;
+        for (double R = 100; R < 1e5; R *= 1.25) {
+            double u = 0, a = rt_run(backend, pols[p], w, R, seconds, seed, &u);
+            if (a < 0)
+                return 1;
+            printf("  %-15s %8.0f req/s: slo_min %.2f%%, GPU utilization %.1f%%\n", names[p], R, 100 * a, 100 * u);
+            if (a < 0.99)
+                break;
+            g[p] = R;
+            util = u;
+        }
+        printf("%-15s goodput %8.0f req/s (utilization %.1f%%)\n", names[p], g[p], 100 * util);
+    }
+    printf("rt_backend=%s dstack_vs_temporal=%.3f dstack_vs_static=%.3f dstack_vs_streams=%.3f\n",
+           backend == DSTACK_BACKEND_CUDA ? "cuda" : "sim", g[1] > 0 ? g[0] / g[1] : 0, g[2] > 0 ? g[0] / g[2] : 0,
+           g[3] > 0 ? g[0] / g[3] : 0);
+    return 0;
+}
+
 /* ---- main ---- */
 
 static void print_header(FILE *f)
@@ -587,9 +747,12 @@ int main(int argc, char **argv)
     const char *files[16];
     int n_files = 0;
     uint64_t seed = 1;
+    const char *rt_backend = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick"))
             quick = true;
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
+            rt_backend = argv[++i];
         else if (!strcmp(argv[i], "--workload") && i + 1 < argc && n_files < 16)
             files[n_files++] = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc)
@@ -597,9 +760,25 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
             seed = strtoull(argv[++i], NULL, 10);
         else {
-            fprintf(stderr, "usage: %s [--quick] [--workload FILE]... [--out DIR] [--seed N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--workload FILE]... [--out DIR] [--seed N] [--backend cuda|sim]\n",
+                    argv[0]);
             return 2;
         }
+    }
+    if (rt_backend) {
+        if (strcmp(rt_backend, "cuda") && strcmp(rt_backend, "sim")) {
+            fprintf(stderr, "sched_compare: --backend cuda or sim (the discrete-event driver is the default)\n");
+            return 2;
+        }
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        workload w;
+        if (n_files) {
+            if (load_workload(files[0], &w) != 0)
+                return 2;
+        } else {
+            four_cnn(&w);
+        }
+        return rt_main(strcmp(rt_backend, "cuda") ? DSTACK_BACKEND_SIM : DSTACK_BACKEND_CUDA, &w, quick, seed);
     }
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows when redirected to a file */
     uint64_t wall0 = ds_monotonic_ns();
