@@ -186,7 +186,7 @@ static void report(demo *d, double elapsed)
     dstack_ctx_stats cs;
     dstack_ctx_stats_init(&cs);
     if (dstack_ctx_stats_get(d->ctx, &cs) == DSTACK_OK)
-        printf("\npolicy %s: %llu batches, GPU utilization %.1f%%, cycle %.1f ms\n", cs.policy_name,
+        printf("\npolicy %s: %llu batches, device utilization %.1f%%, cycle %.1f ms\n", cs.policy_name,
                (unsigned long long)cs.batches, 100.0 * cs.gpu_utilization, (double)cs.cycle_us / 1e3);
     printf("%-13s %8s %6s %7s %10s %9s %9s %7s %6s %6s%s\n", "model", "requests", "ok", "missed", "req/s",
            "p50 ms", "p99 ms", "batch", "SLO %", "share", d->samples > 1 ? "  samples/s" : "");
