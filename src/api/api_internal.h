@@ -57,6 +57,10 @@ typedef struct api_model {
     dstack_model *handle;
 } api_model;
 
+/* SMs of a share of `units` partition units on ctx's device, at most the
+ * device's SMs; 0 on cpu, where shares do not apply (model.c). */
+uint32_t ds_api_share_sms(const dstack_ctx *ctx, uint32_t units);
+
 /* The planner thread (planner.c): started by dstack_create, stopped by
  * dstack_destroy; models join its list at registration and leave it at
  * unregistration. */

@@ -99,7 +99,7 @@ static dstack_status choose_policy(dstack_ctx *ctx)
         return ds_fail(DSTACK_ERR_UNSUPPORTED, "the ideal policy exists only on the sim backend");
     ctx->policy = ds_policy_find(p);
     if (!ctx->policy)
-        return ds_fail(DSTACK_ERR_UNSUPPORTED, "policy %d is not implemented", (int)p);
+        return ds_fail(DSTACK_ERR_INTERNAL, "policy %d is missing from the policy table", (int)p);
     if (p == DSTACK_POLICY_IDEAL)
         ds_sim_exec_set_ideal(ctx->exec, true);
     return DSTACK_OK;

@@ -292,6 +292,15 @@ static void cache_store(const dstack_ctx *ctx, const ds_cache_key *key, const ch
  * measured rate. On cpu, a model without an SLO is not profiled at all: its
  * batch is max_batch (the most throughput there is) and nothing is
  * predicted. */
+uint32_t ds_api_share_sms(const dstack_ctx *ctx, uint32_t units)
+{
+    const ds_device_info *dev = &ctx->exec->device;
+    if (ctx->backend == DSTACK_BACKEND_CPU)
+        return 0;
+    uint64_t sms = (uint64_t)units * (dev->unit_sms ? dev->unit_sms : 1);
+    return sms < dev->sm_count ? (uint32_t)sms : dev->sm_count;
+}
+
 static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_desc *d, api_model *am,
                                            const uint8_t content[DS_SHA256_BYTES], uint32_t *units)
 {
@@ -308,9 +317,7 @@ static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_
     }
     *units = n_units;
     am->info.batch_size = d->fixed_batch ? d->fixed_batch : d->max_batch;
-    am->info.sm_count = cpu ? 0 : (am->fixed_units ? am->fixed_units : n_units) * unit_sms;
-    if (am->info.sm_count > dev->sm_count)
-        am->info.sm_count = dev->sm_count;
+    am->info.sm_count = ds_api_share_sms(ctx, am->fixed_units ? am->fixed_units : n_units);
     if (cpu && d->slo_us == 0) {
         *units = n_units;
         return DSTACK_OK;
@@ -343,9 +350,7 @@ static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_
                (unsigned long long)d->slo_us, plan.batch, plan.latency_us / 1e3);
     *units = cpu ? n_units : plan.units;
     am->info.batch_size = plan.batch;
-    am->info.sm_count = cpu ? 0 : plan.units * unit_sms;
-    if (am->info.sm_count > dev->sm_count)
-        am->info.sm_count = dev->sm_count;
+    am->info.sm_count = ds_api_share_sms(ctx, plan.units);
     am->info.predicted_latency_us = (uint64_t)(plan.latency_us + 0.5);
     return DSTACK_OK;
 }

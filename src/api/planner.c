@@ -38,10 +38,7 @@ static void replan_one(dstack_ctx *ctx, api_model *am)
         return;
     am->planned_rate = rate;
     am->info.batch_size = plan.batch;
-    if (!cpu) {
-        uint32_t sms = plan.units * ctx->exec->device.unit_sms;
-        am->info.sm_count = sms < ctx->exec->device.sm_count ? sms : ctx->exec->device.sm_count;
-    }
+    am->info.sm_count = ds_api_share_sms(ctx, plan.units);
     am->info.predicted_latency_us = (uint64_t)(plan.latency_us + 0.5);
 }
 

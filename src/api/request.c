@@ -61,10 +61,7 @@ DSTACK_API dstack_status dstack_stats(dstack_ctx *ctx, const dstack_model *model
     dstack_model_stats_init(&full);
     dstack_status st = ds_sched_stats(ctx->sched, model, &full);
     if (st == DSTACK_OK) {
-        const ds_device_info *dev = &ctx->exec->device;
-        full.sm_count = ctx->backend == DSTACK_BACKEND_CPU ? 0 : ds_sched_model_units(ctx->sched, model) * dev->unit_sms;
-        if (full.sm_count > dev->sm_count)
-            full.sm_count = dev->sm_count;
+        full.sm_count = ds_api_share_sms(ctx, ds_sched_model_units(ctx->sched, model));
         ds_copy_out(stats, &full, sizeof full);
     }
     return st;

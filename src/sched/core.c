@@ -382,6 +382,12 @@ static dstack_status grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
     return DSTACK_OK;
 }
 
+uint32_t ds_core_units_of(const ds_device_info *dev)
+{
+    uint32_t units = dev->n_units < DS_CORE_MAX_UNITS ? dev->n_units : DS_CORE_MAX_UNITS;
+    return units ? units : 1;
+}
+
 dstack_status ds_core_create(const ds_core_config *cfg, ds_core **out)
 {
     if (!cfg->policy || !cfg->emit || cfg->n_units == 0 || cfg->n_units > DS_CORE_MAX_UNITS)
@@ -691,12 +697,6 @@ dstack_status ds_core_submit(ds_core *c, dstack_model *h, const dstack_request *
     return DSTACK_OK;
 }
 
-static uint64_t unit_mask(uint32_t first, uint32_t count)
-{
-    uint64_t ones = count >= 64 ? ~0ull : ((1ull << count) - 1);
-    return ones << first;
-}
-
 void ds_core_batch_done(ds_core *c, dstack_model *h, dstack_status status, uint64_t now)
 {
     dstack_model *m = resolve(c, h);
@@ -714,7 +714,7 @@ void ds_core_batch_done(ds_core *c, dstack_model *h, dstack_status status, uint6
     m->running = false;
     m->batch_reqs_n = m->batch_samples = 0;
     if (!c->cfg.policy->shares_units)
-        c->units_busy &= ~unit_mask(m->batch_first_unit, m->batch_units);
+        c->units_busy &= ~ds_unit_mask(m->batch_first_unit, m->batch_units);
     c->n_running--;
 }
 
@@ -772,7 +772,7 @@ static bool decision_ok(const ds_core *c, const ds_sched_decision *d, uint32_t n
     if (v->queued == 0 || v->running || d->batch == 0 || d->unit_count == 0 ||
         d->unit_count > c->cfg.n_units || d->first_unit > c->cfg.n_units - d->unit_count)
         return false;
-    return c->cfg.policy->shares_units || !(c->units_busy & unit_mask(d->first_unit, d->unit_count));
+    return c->cfg.policy->shares_units || !(c->units_busy & ds_unit_mask(d->first_unit, d->unit_count));
 }
 
 /* Take whole requests from the head up to d->batch samples (at least one
@@ -812,7 +812,7 @@ static bool form_batch(ds_core *c, dstack_model *m, const ds_sched_decision *d, 
     m->batch_first_unit = d->first_unit;
     m->batch_units = d->unit_count;
     if (!c->cfg.policy->shares_units)
-        c->units_busy |= unit_mask(d->first_unit, d->unit_count);
+        c->units_busy |= ds_unit_mask(d->first_unit, d->unit_count);
     c->n_running++;
     c->totals.decisions++;
     if (m->stats.starts++ > 0) {

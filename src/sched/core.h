@@ -100,6 +100,9 @@ typedef struct ds_core_run_tag {
 } ds_core_run_tag;
 ds_core_run_tag *ds_core_run_tag_of(ds_core *c, dstack_model *m);
 
+/* The units a core can hand out on `dev`: its units, 1..DS_CORE_MAX_UNITS. */
+uint32_t ds_core_units_of(const ds_device_info *dev);
+
 dstack_status ds_core_create(const ds_core_config *cfg, ds_core **out);
 void ds_core_destroy(ds_core *c);
 

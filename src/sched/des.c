@@ -95,10 +95,7 @@ dstack_status ds_des_create(const ds_des_config *cfg, ds_des **out)
     d->ops = cfg->exec_ops ? *cfg->exec_ops : sim_ops;
     d->clock.now_ns = des_clock_now;
     d->clock.state = d;
-    uint32_t units = cfg->exec->device.n_units;
-    if (units > DS_CORE_MAX_UNITS)
-        units = DS_CORE_MAX_UNITS;
-    ds_core_config cc = {cfg->policy, units ? units : 1, emit, d};
+    ds_core_config cc = {cfg->policy, ds_core_units_of(&cfg->exec->device), emit, d};
     dstack_status st = ds_core_create(&cc, &d->core);
     if (st != DSTACK_OK) {
         free(d);

@@ -157,7 +157,7 @@ static uint32_t spare_units(const ds_sched_view *v, uint32_t me)
     for (uint32_t i = 0; i < v->n_models; i++) {
         const ds_sched_model_view *m = &v->models[i];
         if (i != me && m->queued > 0 && !m->running)
-            spare -= m->unit_count ? m->unit_count : 1;
+            spare -= ds_policy_share(v, m);
     }
     return spare > 0 ? (uint32_t)spare : 0;
 }
@@ -190,10 +190,7 @@ static bool share_fits(const ds_sched_view *v, const ds_sched_model_view *m, uin
 static bool place(const ds_sched_view *v, uint32_t mi, ds_sched_decision *d)
 {
     const ds_sched_model_view *m = &v->models[mi];
-    uint32_t k = m->unit_count ? m->unit_count : 1;
-    if (k > v->n_units)
-        k = v->n_units;
-    uint32_t first, len;
+    uint32_t k = ds_policy_share(v, m), first, len;
     if (!find_run(v->units_busy, v->n_units, k, &first, &len))
         return false;
     uint32_t top = len < k ? len : k;
@@ -243,11 +240,10 @@ bool ds_dstack_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_
     uint32_t n = 0;
     for (uint32_t i = 0; i < v->n_models; i++) {
         const ds_sched_model_view *m = &v->models[i];
-        uint32_t k = m->unit_count ? m->unit_count : 1;
+        uint32_t k = ds_policy_share(v, m);
         uint64_t go;
         if (!ds_policy_batch_ready(v, m, k, &go)) {
-            if (go && (*wake == 0 || go < *wake))
-                *wake = go;
+            ds_policy_wake_min(wake, go);
             continue;
         }
         cand *c = &s->c[n++];
@@ -275,9 +271,7 @@ bool ds_dstack_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_
         const ds_sched_model_view *m = &v->models[i];
         if (!m->queued || m->running)
             continue;
-        uint32_t k = m->unit_count ? m->unit_count : 1, first, len;
-        if (k > v->n_units)
-            k = v->n_units;
+        uint32_t k = ds_policy_share(v, m), first, len;
         if (!find_run(v->units_busy, v->n_units, k, &first, &len) || len < k)
             continue;
         if (best == UINT32_MAX || m->oldest_submit_ns < v->models[best].oldest_submit_ns)

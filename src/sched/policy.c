@@ -95,10 +95,16 @@ bool ds_policy_batch_ready(const ds_sched_view *v, const ds_sched_model_view *m,
     return false;
 }
 
-static void wake_min(uint64_t *wake, uint64_t t)
+void ds_policy_wake_min(uint64_t *wake, uint64_t t)
 {
     if (t && (*wake == 0 || t < *wake))
         *wake = t;
+}
+
+uint32_t ds_policy_share(const ds_sched_view *v, const ds_sched_model_view *m)
+{
+    uint32_t k = m->unit_count ? m->unit_count : 1;
+    return k < v->n_units ? k : v->n_units;
 }
 
 /* ---- temporal ---- */
@@ -131,7 +137,7 @@ static bool temporal_pick(void *state, ds_sched_view *v, ds_sched_decision *d, u
         const ds_sched_model_view *m = &v->models[i];
         uint64_t go;
         if (!ds_policy_batch_ready(v, m, v->n_units, &go)) {
-            wake_min(wake, go);
+            ds_policy_wake_min(wake, go);
             continue;
         }
         if (best == UINT32_MAX || m->oldest_submit_ns < v->models[best].oldest_submit_ns)
@@ -222,8 +228,7 @@ static bool static_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uin
         const ds_sched_model_view *m = &v->models[i];
         if (count[i] == 0)
             continue; /* more models than units: this one never runs */
-        uint64_t mask = (count[i] >= 64 ? ~0ull : ((1ull << count[i]) - 1)) << first[i];
-        if (m->queued == 0 || m->running || (v->units_busy & mask))
+        if (m->queued == 0 || m->running || (v->units_busy & ds_unit_mask(first[i], count[i])))
             continue; /* its own partition is busy (or held by a batch from before a relayout) */
         d->model = i;
         d->batch = ds_policy_batch_samples_at(v, m, count[i]);

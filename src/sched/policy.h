@@ -94,6 +94,20 @@ const ds_policy_ops *ds_policy_find(dstack_policy policy);
 
 /* ---- shared by the policies (policy.c) ---- */
 
+/* Units [first, first + count) as a bit mask (count <= 64). The core uses
+ * the same mask for its busy units. */
+static inline uint64_t ds_unit_mask(uint32_t first, uint32_t count)
+{
+    uint64_t ones = count >= 64 ? ~0ull : ((1ull << count) - 1);
+    return ones << first;
+}
+
+/* Model m's planned share in units, at least 1 and at most the device. */
+uint32_t ds_policy_share(const ds_sched_view *v, const ds_sched_model_view *m);
+
+/* Lower *wake to t when t is a time (non-zero) before it (0: no time yet). */
+void ds_policy_wake_min(uint64_t *wake, uint64_t t);
+
 /* Dynamic batching: is model m's batch ready to start at view->now_ns on
  * `units` units? Ready when it has batch_size samples queued, or when its
  * oldest request reaches deadline - 2 L(batch_size, units) (room for a

@@ -165,10 +165,7 @@ dstack_status ds_sched_create(const ds_sched_config *cfg, ds_sched **out)
     if (!s)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for the scheduler");
     s->cfg = *cfg;
-    uint32_t units = cfg->exec->device.n_units;
-    if (units > DS_CORE_MAX_UNITS)
-        units = DS_CORE_MAX_UNITS;
-    ds_core_config cc = {cfg->policy, units ? units : 1, emit, s};
+    ds_core_config cc = {cfg->policy, ds_core_units_of(&cfg->exec->device), emit, s};
     dstack_status st = ds_core_create(&cc, &s->core);
     if (st != DSTACK_OK) {
         free(s);
