@@ -332,12 +332,7 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
         memset(&mc, 0, sizeof mc);
         const ds_graph *g = w->m[i].g;
         mc.plan = ms[i].plan;
-        mc.n_inputs = g->n_inputs;
-        mc.n_outputs = g->n_outputs;
-        for (uint32_t j = 0; j < g->n_inputs; j++)
-            mc.input_bytes[j] = (size_t)ds_tensor_numel(&g->tensors[g->inputs[j]]) * 4;
-        for (uint32_t j = 0; j < g->n_outputs; j++)
-            mc.output_bytes[j] = (size_t)ds_tensor_numel(&g->tensors[g->outputs[j]]) * 4;
+        ds_des_io_from_graph(g, &mc);
         mc.batch_size = plan.batch;
         mc.max_batch = 32;
         mc.unit_count = p->id == DSTACK_POLICY_STATIC_SPATIAL ? fixed[i] : p->plan_at_knee ? plan.units : n_units;

@@ -73,10 +73,7 @@ static int replay(dstack_policy pol, double seconds, double *wall_s, double *cpu
         ds_sched_model_config mc;
         memset(&mc, 0, sizeof mc);
         mc.plan = plan[i];
-        mc.n_inputs = 1;
-        mc.n_outputs = 1;
-        mc.input_bytes[0] = (size_t)ds_tensor_numel(&g[i]->tensors[g[i]->inputs[0]]) * 4;
-        mc.output_bytes[0] = (size_t)ds_tensor_numel(&g[i]->tensors[g[i]->outputs[0]]) * 4;
+        ds_des_io_from_graph(g[i], &mc);
         mc.batch_size = mp.batch;
         mc.max_batch = 32;
         mc.unit_count = knee ? mp.units : ex->device.n_units;

@@ -213,12 +213,7 @@ static void model_config(ds_sched_model_config *mc, const sim_model *m, uint32_t
     memset(mc, 0, sizeof *mc);
     const ds_graph *g = m->g;
     mc->plan = m->plan;
-    mc->n_inputs = g->n_inputs;
-    mc->n_outputs = g->n_outputs;
-    for (uint32_t j = 0; j < g->n_inputs; j++)
-        mc->input_bytes[j] = (size_t)ds_tensor_numel(&g->tensors[g->inputs[j]]) * 4;
-    for (uint32_t j = 0; j < g->n_outputs; j++)
-        mc->output_bytes[j] = (size_t)ds_tensor_numel(&g->tensors[g->outputs[j]]) * 4;
+    ds_des_io_from_graph(g, mc);
     mc->batch_size = batch;
     mc->max_batch = 32;
     mc->unit_count = units;

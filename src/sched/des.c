@@ -148,6 +148,16 @@ dstack_status ds_des_add_model(ds_des *d, const ds_sched_model_config *cfg)
     return DSTACK_OK;
 }
 
+void ds_des_io_from_graph(const ds_graph *g, ds_sched_model_config *cfg)
+{
+    cfg->n_inputs = g->n_inputs;
+    cfg->n_outputs = g->n_outputs;
+    for (uint32_t j = 0; j < g->n_inputs && j < DSTACK_MAX_IO; j++)
+        cfg->input_bytes[j] = (size_t)ds_tensor_numel(&g->tensors[g->inputs[j]]) * sizeof(float);
+    for (uint32_t j = 0; j < g->n_outputs && j < DSTACK_MAX_IO; j++)
+        cfg->output_bytes[j] = (size_t)ds_tensor_numel(&g->tensors[g->outputs[j]]) * sizeof(float);
+}
+
 static void des_done(void *arg, dstack_status status)
 {
     ds_core_run_tag *tag = arg;

@@ -60,6 +60,10 @@ void ds_des_destroy(ds_des *d);
  * driver makes the request buffers (the sim writes zeros into outputs). */
 dstack_status ds_des_add_model(ds_des *d, const ds_sched_model_config *cfg);
 
+/* Fill cfg's inputs and outputs (counts, bytes of one sample) from graph g:
+ * what a benchmark or test needs to add a model it built itself. */
+void ds_des_io_from_graph(const ds_graph *g, ds_sched_model_config *cfg);
+
 /* Replay `trace` (sorted by time) until every request is answered, or
  * until virtual time passes end_ns (0 = no limit): then the rest is
  * cancelled. Arrivals refused with QUEUE_FULL are counted in the model's
