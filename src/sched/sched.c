@@ -393,14 +393,6 @@ void ds_sched_totals(ds_sched *s, ds_core_totals *out, uint64_t *elapsed_ns)
     pthread_mutex_unlock(&s->lock);
 }
 
-uint64_t ds_sched_model_unit_ns(ds_sched *s, const dstack_model *m)
-{
-    pthread_mutex_lock(&s->lock);
-    uint64_t v = ds_core_model_unit_ns(s->core, m);
-    pthread_mutex_unlock(&s->lock);
-    return v;
-}
-
 uint32_t ds_sched_model_units(ds_sched *s, const dstack_model *m)
 {
     pthread_mutex_lock(&s->lock);

@@ -75,7 +75,6 @@ dstack_status ds_sched_poll(ds_sched *s, dstack_completion *out, size_t max, int
 dstack_status ds_sched_stats(ds_sched *s, const dstack_model *m, dstack_model_stats *out);
 /* The core's totals, and the time since creation (for utilization). */
 void ds_sched_totals(ds_sched *s, ds_core_totals *out, uint64_t *elapsed_ns);
-uint64_t ds_sched_model_unit_ns(ds_sched *s, const dstack_model *m);
 uint32_t ds_sched_model_units(ds_sched *s, const dstack_model *m);
 /* Measured arrival rate of a live model, per s (0 unknown). */
 double ds_sched_model_rate(ds_sched *s, const dstack_model *m);
