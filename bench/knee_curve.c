@@ -81,6 +81,7 @@ int main(int argc, char **argv)
     const char *model = NULL, *backend = "sim", *out_dir = "bench/results";
     uint32_t batches[MAX_BATCHES] = {1, 8, 32}, n_batches = 3;
     double noise = 0;
+    uint32_t reps = 7;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
             backend = argv[++i];
@@ -96,6 +97,12 @@ int main(int argc, char **argv)
                 if (*p == ',')
                     p++;
             }
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            reps = (uint32_t)strtoul(argv[++i], NULL, 10);
+            if (reps == 0 || reps > 1000) {
+                fprintf(stderr, "knee_curve: --reps is 1..1000\n");
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--noise") && i + 1 < argc) {
             noise = atof(argv[++i]);
         } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
@@ -108,7 +115,7 @@ int main(int argc, char **argv)
         }
     }
     if (!model || (strcmp(backend, "sim") && strcmp(backend, "cuda")) || n_batches == 0) {
-        fprintf(stderr, "usage: %s MODEL|file.onnx [--backend sim|cuda] [--batch 1,8,32] [--noise F] [--out DIR]\n",
+        fprintf(stderr, "usage: %s MODEL|file.onnx [--backend sim|cuda] [--batch 1,8,32] [--reps N] [--noise F] [--out DIR]\n",
                 argv[0]);
         return 2;
     }
@@ -149,14 +156,18 @@ int main(int argc, char **argv)
     bool timed = !ex->ops->model_time_ns;
 
     /* measure and predict */
-    static double meas[MAX_BATCHES][64], ana[MAX_BATCHES][64];
-    uint32_t knee_sweep[MAX_BATCHES], knee_ana[MAX_BATCHES];
+    static double meas[MAX_BATCHES][64], ana[MAX_BATCHES][64], trc[MAX_BATCHES][64];
+    uint32_t knee_sweep[MAX_BATCHES], knee_ana[MAX_BATCHES], knee_trc[MAX_BATCHES] = {0};
+    bool traced = ex->ops->trace_begin != NULL;
+    char trace_why[256] = "the backend has no kernel tracer";
+    ds_sm_limits lim;
+    ds_sm_limits_hopper(&lim);
     uint64_t t0 = ds_monotonic_ns();
     for (uint32_t i = 0; i < n_batches; i++) {
         uint32_t sms[64];
         for (uint32_t u = 1; u <= nu; u++) {
             ds_profile_point pt;
-            st = ds_profile_measure(ex, plan, g, batches[i], u, timed ? 2 : 0, timed ? 7 : 1, &pt);
+            st = ds_profile_measure(ex, plan, g, batches[i], u, timed ? 2 : 0, timed ? reps : 1, &pt);
             if (st != DSTACK_OK) {
                 fprintf(stderr, "knee_curve: batch %u on %u units: %s\n", batches[i], u, dstack_last_error());
                 return 1;
@@ -174,6 +185,25 @@ int main(int argc, char **argv)
         }
         memcpy(ana[i], c.us, sizeof c.us);
         knee_ana[i] = c.knee.knee_sms;
+        /* the same knee from the kernels the device really launched (cuda: CUPTI) */
+        ds_profile_trace tr;
+        if (traced && ds_profile_kernels(ex, plan, g, batches[i], &tr) == DSTACK_OK) {
+            ds_trace_curve tc;
+            if (ds_knee_analytic_trace(tr.kernels, tr.n_kernels, tr.sm_count, tr.total_us, batches[i], usms, nu, &lim,
+                                       NULL, &tc) == DSTACK_OK) {
+                memcpy(trc[i], tc.curve.us, sizeof tc.curve.us);
+                knee_trc[i] = tc.curve.knee.knee_sms;
+                printf("trace b=%u: %zu kernels on %u SMs, %.1f us in kernels of %.1f us, %u of unknown occupancy\n",
+                       batches[i], tr.n_kernels, tr.sm_count, tc.kernel_us, tr.total_us, tc.unknown_occupancy);
+            } else {
+                traced = false;
+                snprintf(trace_why, sizeof trace_why, "%s", dstack_last_error());
+            }
+            free(tr.kernels);
+        } else if (traced) {
+            traced = false;
+            snprintf(trace_why, sizeof trace_why, "%s", dstack_last_error());
+        }
     }
     double sweep_s = (double)(ds_monotonic_ns() - t0) / 1e9;
 
@@ -199,6 +229,28 @@ int main(int argc, char **argv)
             if (!used[i][u - 1])
                 err[ne++] = fabs(fa * ana[i][u - 1] + fc - meas[i][u - 1]) / meas[i][u - 1];
     qsort(err, ne, sizeof *err, cmp_double);
+    /* the same fit on the trace's curve */
+    double ta = 1, tcst = 0, terr[MAX_BATCHES * 64];
+    size_t nte = 0;
+    if (traced) {
+        double xt[9];
+        /* the fit points in the order x[] and y[] hold them */
+        size_t k = 0;
+        bool seen[MAX_BATCHES][64] = {{false}};
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++) {
+                if (seen[fb[a]][fu[b] - 1])
+                    continue;
+                seen[fb[a]][fu[b] - 1] = true;
+                xt[k++] = trc[fb[a]][fu[b] - 1];
+            }
+        ds_latency_fit(xt, y, nf, &ta, &tcst);
+        for (uint32_t i = 0; i < n_batches; i++)
+            for (uint32_t u = 1; u <= nu; u++)
+                if (!used[i][u - 1])
+                    terr[nte++] = fabs(ta * trc[i][u - 1] + tcst - meas[i][u - 1]) / meas[i][u - 1];
+        qsort(terr, nte, sizeof *terr, cmp_double);
+    }
 
     /* table, CSV */
     char csv[512], png[512];
@@ -212,27 +264,43 @@ int main(int argc, char **argv)
         fprintf(stderr, "knee_curve: cannot write %s\n", csv);
         return 1;
     }
-    fprintf(f, "model,backend,batch,units,sms,latency_us,analytic_us,fitted_us,knee_sweep,knee_analytic\n");
+    fprintf(f, "model,backend,batch,units,sms,latency_us,analytic_us,fitted_us,knee_sweep,knee_analytic,trace_us,"
+               "trace_fitted_us,knee_trace\n");
     printf("%s on %s ('%s', %u SMs, %u units of %u SMs)%s; sweep took %.3f s\n", name, backend, dev->name,
            dev->sm_count, nu, usms, noise > 0 ? " with injected noise" : "", sweep_s);
-    printf("latency in ms; S = swept knee, A = analytic knee\n%6s", "SMs");
+    printf("latency in ms; S = swept knee, A = analytic knee (sim's kernel model), T = from the kernel trace\n%6s",
+           "SMs");
     for (uint32_t i = 0; i < n_batches; i++)
-        printf("   b=%-2u sweep analytic", batches[i]);
+        printf("   b=%-2u sweep analytic%s", batches[i], traced ? "    trace" : "");
     printf("\n");
     for (uint32_t u = 1; u <= nu; u++) {
         printf("%6u", u * usms);
         for (uint32_t i = 0; i < n_batches; i++) {
-            bool ks = knee_sweep[i] == u * usms, ka = knee_ana[i] == u * usms;
+            bool ks = knee_sweep[i] == u * usms, ka = knee_ana[i] == u * usms, kt = traced && knee_trc[i] == u * usms;
             printf("  %9.3f%c %8.3f%c", meas[i][u - 1] / 1e3, ks ? 'S' : ' ', ana[i][u - 1] / 1e3, ka ? 'A' : ' ');
-            fprintf(f, "%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%d,%d\n", name, backend, batches[i], u, u * usms,
-                    meas[i][u - 1], ana[i][u - 1], fa * ana[i][u - 1] + fc, ks, ka);
+            if (traced)
+                printf(" %8.3f%c", trc[i][u - 1] / 1e3, kt ? 'T' : ' ');
+            fprintf(f, "%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%d,%d,%.3f,%.3f,%d\n", name, backend, batches[i], u, u * usms,
+                    meas[i][u - 1], ana[i][u - 1], fa * ana[i][u - 1] + fc, ks, ka, traced ? trc[i][u - 1] : 0.0,
+                    traced ? ta * trc[i][u - 1] + tcst : 0.0, kt);
         }
         printf("\n");
     }
     fclose(f);
-    for (uint32_t i = 0; i < n_batches; i++)
-        printf("batch %2u: knee sweep %3u SMs, analytic %3u SMs, difference %d SMs\n", batches[i], knee_sweep[i],
+    for (uint32_t i = 0; i < n_batches; i++) {
+        printf("batch %2u: knee sweep %3u SMs, analytic %3u SMs, difference %d SMs", batches[i], knee_sweep[i],
                knee_ana[i], (int)knee_sweep[i] - (int)knee_ana[i]);
+        if (traced)
+            printf("; trace %3u SMs, difference %d SMs", knee_trc[i], (int)knee_sweep[i] - (int)knee_trc[i]);
+        printf("\n");
+    }
+    if (traced)
+        printf("latency model on the trace L = a x trace + c: a = %.4f, c = %.1f us; held-out error on %zu points: "
+               "median %.2f%%, p90 %.2f%%, max %.2f%%\n",
+               ta, tcst, nte, nte ? 100 * terr[nte / 2] : 0, nte ? 100 * terr[nte * 9 / 10] : 0,
+               nte ? 100 * terr[nte - 1] : 0);
+    else
+        printf("kernel trace: not used (%s)\n", trace_why);
     printf("latency model L = a x analytic + c fitted on %zu points (3 batches x 3 shares): a = %.4f, c = %.1f us; "
            "held-out error on %zu points: median %.2f%%, p90 %.2f%%, max %.2f%%\n",
            nf, fa, fc, ne, ne ? 100 * err[ne / 2] : 0, ne ? 100 * err[ne * 9 / 10] : 0, ne ? 100 * err[ne - 1] : 0);
@@ -259,8 +327,11 @@ int main(int argc, char **argv)
     for (uint32_t i = 1; i < n_batches; i++)
         if (batches[i] > batches[last])
             last = i;
-    printf("model=%s batch=%u knee_sweep_sm=%u knee_analytic_sm=%u sm_total=%u\n", name, batches[last],
+    printf("model=%s batch=%u knee_sweep_sm=%u knee_analytic_sm=%u sm_total=%u", name, batches[last],
            knee_sweep[last], knee_ana[last], dev->sm_count);
+    if (traced)
+        printf(" knee_trace_sm=%u", knee_trc[last]);
+    printf("\n");
     ex->ops->plan_destroy(ex, plan);
     ex->ops->destroy(ex);
     ds_graph_free(g);

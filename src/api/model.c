@@ -176,7 +176,8 @@ static void model_name(const dstack_model_desc *d, char *out)
 
 /* What the backend's latencies depend on beyond the device's name and SM
  * counts: on sim the fitted constants (a recalibrated simulator must not
- * reuse old tables), on cpu the worker threads. */
+ * reuse old tables), on cpu the worker threads, on cuda the library
+ * versions the executor reports. */
 static void backend_version(const dstack_ctx *ctx, char *out, size_t n)
 {
     if (ctx->backend == DSTACK_BACKEND_SIM) {
@@ -193,7 +194,9 @@ static void backend_version(const dstack_ctx *ctx, char *out, size_t n)
     } else if (ctx->backend == DSTACK_BACKEND_CPU) {
         snprintf(out, n, "cpu threads=%u", ctx->exec->device.sm_count);
     } else {
-        snprintf(out, n, "%s", ctx->exec->ops->name);
+        /* cuda: cuDNN, cuBLAS, runtime and driver versions (a new cuDNN
+         * picks other kernels, so its old tables are not trusted) */
+        snprintf(out, n, "%s %s", ctx->exec->ops->name, ctx->exec->device.version);
     }
 }
 

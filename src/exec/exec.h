@@ -17,6 +17,7 @@
 #define DS_EXEC_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dstack.h"
@@ -35,7 +36,23 @@ typedef struct ds_device_info {
     uint32_t unit_sms;   /* SMs per partition unit */
     uint32_t n_units;    /* units the scheduler may hand out */
     dstack_partitioning partitioning; /* in use, never AUTO */
+    /* What the backend's timings depend on beyond the name and SM counts,
+     * for the profile cache key: on cuda the cuDNN, cuBLAS and driver
+     * versions ("cudnn 91900 cublas 130100 driver 13000"); "" elsewhere. */
+    char version[96];
 } ds_device_info;
+
+/* One kernel launch as a backend's tracer saw it (cuda: a CUPTI activity
+ * record), for the analytic knee (src/knee/analytic.h). */
+typedef struct ds_kernel_record {
+    uint64_t grid_blocks;    /* gridX x gridY x gridZ */
+    uint32_t block_threads;  /* blockX x blockY x blockZ */
+    uint32_t regs_per_thread;
+    uint32_t smem_bytes;     /* static + dynamic shared memory per block */
+    uint32_t smem_config;    /* shared memory per SM the launch ran with; 0 = unknown */
+    uint64_t start_ns, end_ns;
+    char name[64];           /* the kernel's (mangled) name, truncated */
+} ds_kernel_record;
 
 typedef struct ds_plan_options {
     uint32_t max_batch;        /* plans must accept every batch 1..max_batch */
@@ -93,6 +110,17 @@ typedef struct ds_executor_ops {
      * profiling asks instead of running in real time. */
     dstack_status (*model_time_ns)(ds_executor *ex, ds_exec_plan *plan, uint32_t batch, uint32_t unit_count,
                                    uint64_t *out_ns);
+    /* Optional (NULL: the backend has no kernel tracer). Trace the kernels
+     * that the runs between trace_begin and trace_end launch (cuda: CUPTI's
+     * activity API, loaded at run time; UNSUPPORTED with the reason when it
+     * is missing). The tracer is process-wide: trace_begin waits for any
+     * other executor's trace to end, so call trace_end on the same thread
+     * exactly once after every successful trace_begin. Other work on the
+     * device in between is traced too: trace an otherwise idle device.
+     * trace_end hands back *out (malloc'ed, the caller frees; NULL when
+     * *n is 0), in launch order. */
+    dstack_status (*trace_begin)(ds_executor *ex);
+    dstack_status (*trace_end)(ds_executor *ex, ds_kernel_record **out, size_t *n);
 } ds_executor_ops;
 
 struct ds_executor {

@@ -39,6 +39,7 @@
 
 #include <stdint.h>
 
+#include "exec/exec.h"
 #include "knee/knee.h"
 #include "sim/sim.h"
 
@@ -58,5 +59,65 @@ typedef struct ds_knee_curve {
  * written only on success. */
 dstack_status ds_knee_analytic(const ds_graph *g, uint32_t batch, const ds_sim_device *dev,
                                const ds_knee_params *params, ds_knee_curve *out);
+
+/* ---- the same knee from a real device's kernel trace (cuda, CUPTI) ----
+ *
+ * Input: the kernels one batch launched on S0 SMs (ds_profile_kernels:
+ * grid N_k blocks, block size, registers, shared memory, duration d_k) and
+ * the batch's total time T0 on S0 SMs. For kernel k:
+ *
+ *   p_k      = resident blocks per SM (ds_occupancy_blocks_per_sm)
+ *   W_k(s)   = ceil(N_k / (p_k x s))               waves on s SMs
+ *   T_k(s)   = d_k x W_k(s) / W_k(S0)              each wave as long as one at S0
+ *   A(s)     = (T0 - sum_k d_k) + sum_k T_k(s)     the time outside kernels
+ *                                                  (copies, gaps) does not scale
+ *
+ * evaluated at s = u x unit_sms, u = 1..n_units, and its knee by knee.h.
+ * What it leaves out, so what the fit L = a x A + c (src/batch/latency.h)
+ * and the comparison with a sweep must absorb: a partial wave is charged as
+ * a full one (an SM with fewer resident blocks may finish them sooner),
+ * memory-bound kernels are taken to scale with waves although DRAM
+ * bandwidth does not grow with s, and a kernel whose p_k is 0 by these
+ * limits (it ran, so the limits are wrong for it) is counted with p_k = 1
+ * (out->unknown_occupancy says how many). */
+
+/* Per-SM resources of the device's compute capability, as the occupancy
+ * calculator (cuda_occupancy.h) models them. */
+typedef struct ds_sm_limits {
+    uint32_t max_threads, max_blocks, warp_size;
+    uint32_t regs, reg_unit, max_regs_per_thread, sub_partitions;
+    uint32_t smem, smem_unit, smem_reserved_per_block, smem_max_per_block;
+} ds_sm_limits;
+
+/* Hopper (compute capability 9.0: H100, H200): 2048 threads, 32 blocks,
+ * 64K registers in 4 sub-partitions allocated per warp in units of 256,
+ * 228 KB of shared memory in units of 128 B with 1 KB reserved per block,
+ * at most 227 KB per block. */
+void ds_sm_limits_hopper(ds_sm_limits *out);
+
+/* Resident blocks per SM of a kernel of `threads` per block, `regs` per
+ * thread and `smem_bytes` (static + dynamic) per block, as cuda_occupancy.h
+ * computes it (without a function's shared-memory limit configuration):
+ * the minimum of the thread, block, register and shared-memory limits.
+ * smem_config is the shared memory per SM the launch ran with (CUPTI's
+ * sharedMemoryExecuted); 0 or less than one block takes the largest
+ * carveout. 0 when one block does not fit. */
+uint32_t ds_occupancy_blocks_per_sm(const ds_sm_limits *lim, uint32_t threads, uint32_t regs, uint32_t smem_bytes,
+                                    uint32_t smem_config);
+
+typedef struct ds_trace_curve {
+    ds_knee_curve curve;        /* A(s) and its knee, as ds_knee_analytic gives */
+    double kernel_us;           /* sum_k d_k */
+    double outside_us;          /* T0 - sum_k d_k, clamped at 0 */
+    uint32_t unknown_occupancy; /* kernels whose p_k came out 0 */
+} ds_trace_curve;
+
+/* The curve above from n kernel records traced on traced_sms SMs in a batch
+ * of total_us, at s = u x unit_sms for u = 1..n_units. INVALID_ARGUMENT for
+ * NULL pointers, n == 0, traced_sms, unit_sms or n_units of 0, n_units
+ * above 64, or a non-finite total. *out is written only on success. */
+dstack_status ds_knee_analytic_trace(const ds_kernel_record *k, size_t n, uint32_t traced_sms, double total_us,
+                                     uint32_t batch, uint32_t unit_sms, uint32_t n_units,
+                                     const ds_sm_limits *lim, const ds_knee_params *params, ds_trace_curve *out);
 
 #endif

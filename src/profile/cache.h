@@ -67,7 +67,7 @@ typedef struct ds_cache_key {
     uint32_t unit_sms;                       /* SMs per partition unit */
     uint32_t partitioning;                   /* dstack_partitioning in use */
     char lib_version[32];                    /* dstack_version_string() */
-    char backend_version[64];                /* "cuda 13.0 cudnn 9.19.0", "cpu", ... */
+    char backend_version[128];               /* "cuda cudnn 91900 cublas 13.1.0 ...", "cpu threads=16", ... */
 } ds_cache_key;
 
 typedef enum ds_cache_outcome {

@@ -59,6 +59,48 @@ static size_t tensor_bytes(const ds_graph *g, uint32_t t)
     return (size_t)ds_tensor_numel(&g->tensors[t]) * sizeof(float);
 }
 
+/* Zeroed host buffers for a batch of `batch` samples of g: one block
+ * (*mem), with the per-sample input and output pointer arrays. */
+typedef struct batch_mem {
+    char *mem;
+    const void **in;
+    void **out;
+    ds_exec_batch b;
+} batch_mem;
+
+static void batch_mem_free(batch_mem *m)
+{
+    free(m->mem);
+    free(m->in);
+    free(m->out);
+}
+
+static dstack_status batch_mem_make(const ds_graph *g, uint32_t batch, batch_mem *m)
+{
+    uint32_t nin = g->n_inputs, nout = g->n_outputs;
+    size_t per_sample = 0;
+    for (uint32_t j = 0; j < nin; j++)
+        per_sample += tensor_bytes(g, g->inputs[j]);
+    for (uint32_t j = 0; j < nout; j++)
+        per_sample += tensor_bytes(g, g->outputs[j]);
+    m->mem = ds_calloc((size_t)batch, per_sample ? per_sample : 1);
+    m->in = ds_calloc((size_t)batch * (nin ? nin : 1), sizeof *m->in);
+    m->out = ds_calloc((size_t)batch * (nout ? nout : 1), sizeof *m->out);
+    if (!m->mem || !m->in || !m->out) {
+        batch_mem_free(m);
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory to profile a batch of %u", batch);
+    }
+    char *p = m->mem;
+    for (uint32_t i = 0; i < batch; i++) {
+        for (uint32_t j = 0; j < nin; p += tensor_bytes(g, g->inputs[j]), j++)
+            m->in[i * nin + j] = p;
+        for (uint32_t j = 0; j < nout; p += tensor_bytes(g, g->outputs[j]), j++)
+            m->out[i * nout + j] = p;
+    }
+    m->b = (ds_exec_batch){batch, m->in, (void *const *)m->out};
+    return DSTACK_OK;
+}
+
 dstack_status ds_profile_measure(ds_executor *ex, ds_exec_plan *plan, const ds_graph *g, uint32_t batch,
                                  uint32_t units, uint32_t warmup, uint32_t reps, ds_profile_point *out)
 {
@@ -81,31 +123,15 @@ dstack_status ds_profile_measure(ds_executor *ex, ds_exec_plan *plan, const ds_g
     dstack_status st = ex->ops->partition_get(ex, 0, units, &part);
     if (st != DSTACK_OK)
         return st;
-    uint32_t nin = g->n_inputs, nout = g->n_outputs;
-    size_t per_sample = 0;
-    for (uint32_t j = 0; j < nin; j++)
-        per_sample += tensor_bytes(g, g->inputs[j]);
-    for (uint32_t j = 0; j < nout; j++)
-        per_sample += tensor_bytes(g, g->outputs[j]);
-    char *mem = ds_calloc((size_t)batch, per_sample ? per_sample : 1);
-    const void **in = ds_calloc((size_t)batch * (nin ? nin : 1), sizeof *in);
-    void **outp = ds_calloc((size_t)batch * (nout ? nout : 1), sizeof *outp);
+    batch_mem bm = {0};
     double *t = ds_calloc(reps, sizeof *t);
-    if (!mem || !in || !outp || !t) {
-        free(mem);
-        free(in);
-        free(outp);
-        free(t);
+    if (!t)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory to profile a batch of %u", batch);
+    if ((st = batch_mem_make(g, batch, &bm)) != DSTACK_OK) {
+        free(t);
+        return st;
     }
-    char *p = mem;
-    for (uint32_t i = 0; i < batch; i++) {
-        for (uint32_t j = 0; j < nin; j++, p += tensor_bytes(g, g->inputs[j - 0]))
-            in[i * nin + j] = p;
-        for (uint32_t j = 0; j < nout; j++, p += tensor_bytes(g, g->outputs[j]))
-            outp[i * nout + j] = p;
-    }
-    ds_exec_batch b = {batch, in, (void *const *)outp};
+    const ds_exec_batch b = bm.b;
     double us;
     for (uint32_t i = 0; i < warmup && st == DSTACK_OK; i++)
         st = run_once(ex, plan, &b, &part, &us);
@@ -117,9 +143,46 @@ dstack_status ds_profile_measure(ds_executor *ex, ds_exec_plan *plan, const ds_g
         out->spread_us = t[reps - 1] - t[0];
         out->reps = reps;
     }
-    free(mem);
-    free(in);
-    free(outp);
+    batch_mem_free(&bm);
     free(t);
     return st;
+}
+
+dstack_status ds_profile_kernels(ds_executor *ex, ds_exec_plan *plan, const ds_graph *g, uint32_t batch,
+                                 ds_profile_trace *out)
+{
+    if (!ex || !plan || !g || !out || batch == 0)
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "profile kernels: NULL argument or batch 0");
+    memset(out, 0, sizeof *out);
+    if (!ex->ops->trace_begin || !ex->ops->trace_end)
+        return ds_fail(DSTACK_ERR_UNSUPPORTED, "profile kernels: the %s backend has no kernel tracer", ex->ops->name);
+    uint32_t units = ex->device.n_units ? ex->device.n_units : 1;
+    ds_partition part;
+    dstack_status st = ex->ops->partition_get(ex, 0, units, &part);
+    if (st != DSTACK_OK)
+        return st;
+    batch_mem bm = {0};
+    if ((st = batch_mem_make(g, batch, &bm)) != DSTACK_OK)
+        return st;
+    double warm_us = 0, us = 0;
+    st = run_once(ex, plan, &bm.b, &part, &warm_us); /* plans, graphs and lazy loads stay out of the trace */
+    if (st == DSTACK_OK && (st = ex->ops->trace_begin(ex)) == DSTACK_OK) {
+        dstack_status run_st = run_once(ex, plan, &bm.b, &part, &us);
+        st = ex->ops->trace_end(ex, &out->kernels, &out->n_kernels);
+        if (run_st != DSTACK_OK) {
+            free(out->kernels);
+            out->kernels = NULL;
+            out->n_kernels = 0;
+            st = run_st;
+        }
+    }
+    batch_mem_free(&bm);
+    if (st != DSTACK_OK)
+        return st;
+    if (out->n_kernels == 0)
+        return ds_fail(DSTACK_ERR_UNSUPPORTED, "profile kernels: the tracer saw no kernel of a batch of %u", batch);
+    out->batch = batch;
+    out->sm_count = part.sm_count;
+    out->total_us = us;
+    return DSTACK_OK;
 }

@@ -31,4 +31,23 @@ typedef struct ds_profile_point {
 dstack_status ds_profile_measure(ds_executor *ex, ds_exec_plan *plan, const ds_graph *g, uint32_t batch,
                                  uint32_t units, uint32_t warmup, uint32_t reps, ds_profile_point *out);
 
+/* The kernels one batch of `batch` launches on the whole device (every
+ * unit), as the backend's tracer records them (cuda: CUPTI, gpu/cupti.h):
+ * one untraced warm-up run, then one traced run. out->kernels is malloc'ed
+ * (the caller frees it); total_us is the traced run's time from run() to
+ * done, so total_us minus the kernels' time is what the batch spends
+ * outside kernels (copies, launch gaps, the host). UNSUPPORTED on backends
+ * without a tracer (sim, cpu) or when the tracer is missing or saw no
+ * kernel; *out is zeroed on failure. Trace an otherwise idle device. */
+typedef struct ds_profile_trace {
+    uint32_t batch;
+    uint32_t sm_count; /* SMs of the partition traced */
+    double total_us;
+    ds_kernel_record *kernels;
+    size_t n_kernels;
+} ds_profile_trace;
+
+dstack_status ds_profile_kernels(ds_executor *ex, ds_exec_plan *plan, const ds_graph *g, uint32_t batch,
+                                 ds_profile_trace *out);
+
 #endif

@@ -55,6 +55,7 @@
 #include "exec/cuda/cuda_plan.h"
 #include "exec/cuda/kernels.h"
 #include "exec/exec.h"
+#include "gpu/cupti.h"
 #include "gpu/gpu.h"
 #include "util/error.h"
 
@@ -952,6 +953,29 @@ static void cuda_host_free(ds_executor *base, void *ptr) {
     if (ds_gpu_bind_thread(ex->gpu) == DSTACK_OK) cudaFreeHost(ptr);
 }
 
+static dstack_status cuda_trace_begin(ds_executor *base) {
+    (void)base;
+    return ds_cupti_begin();
+}
+
+static dstack_status cuda_trace_end(ds_executor *base, ds_kernel_record **out, size_t *n) {
+    (void)base;
+    return ds_cupti_end(out, n);
+}
+
+/* What a profile measured here depends on beyond the device: the library
+ * versions that pick and run the kernels (cache key, src/profile/cache.h). */
+static void cuda_versions(char *out, size_t n) {
+    int drv = 0, rt = 0, cub_major = 0, cub_minor = 0, cub_patch = 0;
+    cudaDriverGetVersion(&drv);
+    cudaRuntimeGetVersion(&rt);
+    cublasGetProperty(MAJOR_VERSION, &cub_major);
+    cublasGetProperty(MINOR_VERSION, &cub_minor);
+    cublasGetProperty(PATCH_LEVEL, &cub_patch);
+    snprintf(out, n, "cudnn %zu cublas %d.%d.%d runtime %d driver %d", cudnnGetVersion(), cub_major, cub_minor,
+             cub_patch, rt, drv);
+}
+
 static const ds_executor_ops cuda_ops = {
     .name = "cuda",
     .plan_create = cuda_plan_create,
@@ -961,6 +985,8 @@ static const ds_executor_ops cuda_ops = {
     .destroy = cuda_destroy,
     .host_alloc = cuda_host_alloc,
     .host_free = cuda_host_free,
+    .trace_begin = cuda_trace_begin,
+    .trace_end = cuda_trace_end,
 };
 
 dstack_status ds_exec_cuda_create(const ds_executor_config *cfg, ds_executor **out) {
@@ -992,6 +1018,7 @@ dstack_status ds_exec_cuda_create(const ds_executor_config *cfg, ds_executor **o
     ex->base.device.unit_sms = info->unit_sms;
     ex->base.device.n_units = info->n_units;
     ex->base.device.partitioning = info->partitioning;
+    cuda_versions(ex->base.device.version, sizeof ex->base.device.version);
     *out = &ex->base;
     return DSTACK_OK;
 }
