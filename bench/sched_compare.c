@@ -2,11 +2,13 @@
  *
  *   build/bench/sched_compare [--quick] [--workload FILE] [--out DIR] [--seed N]
  *   build/bench/sched_compare --backend cuda|sim [--quick] [--workload FILE]
+ *                             [--start RPS] [--seconds S] [--budget S]
  *
  * With --backend, the same workload runs through the public API on the
  * real executor and the real clock (cuda on a lent GPU; sim to try the
  * path here): dstack, temporal, static_spatial and streams one after the
- * other, rates rising by 1.25x until a model misses its SLO (see rt_main).
+ * other, each on one context, rates rising by 1.25x from --start until a
+ * model misses its SLO, then two bisection steps (see rt_main).
  *
  * For each policy (ideal, dstack, temporal, static_spatial, streams) the
  * same workload runs through the discrete-event driver and the same policy
@@ -574,6 +576,11 @@ static void plot(const char *csv, bool quick, char names[][64], double ratio[][N
 
 /* ---- real time, through the public API (--backend cuda|sim) ---- */
 
+static double now_s(void)
+{
+    return (double)ds_monotonic_ns() / 1e9;
+}
+
 typedef struct rt_model {
     dstack_model *m;
     float *in, *out;
@@ -614,25 +621,46 @@ static void *rt_submitter(void *arg)
     return NULL;
 }
 
-/* One policy at one rate on the real executor: the lowest per-model SLO
- * attainment (refused requests count as misses), -1 on a setup failure. */
-static double rt_run(dstack_backend backend, dstack_policy pol, const workload *w, double R, double seconds,
-                     uint64_t seed, double *util)
+/* One policy's context on the real executor: the workload's models
+ * registered once (profiled, or from the profile cache), then one rate
+ * point after another on the same context, each judged on the difference
+ * of the counters before and after it, as a server that sees its load
+ * change would run. */
+typedef struct rt_ctx {
+    dstack_ctx *ctx;
+    rt_model rm[MAX_MODELS];
+    uint32_t n;
+} rt_ctx;
+
+static void rt_close(rt_ctx *c)
 {
+    if (!c->ctx)
+        return;
+    dstack_shutdown(c->ctx);
+    for (uint32_t i = 0; i < c->n; i++) {
+        dstack_host_free(c->ctx, c->rm[i].in);
+        dstack_host_free(c->ctx, c->rm[i].out);
+    }
+    dstack_destroy(c->ctx);
+    c->ctx = NULL;
+}
+
+static int rt_open(rt_ctx *c, dstack_backend backend, dstack_policy pol, const workload *w, double *register_s)
+{
+    memset(c, 0, sizeof *c);
     dstack_options o;
     dstack_options_init(&o);
     o.backend = backend;
     o.policy = pol;
     o.queue_capacity = 4096;
-    dstack_ctx *ctx;
-    if (dstack_create(&o, &ctx) != DSTACK_OK) {
+    if (dstack_create(&o, &c->ctx) != DSTACK_OK) {
         fprintf(stderr, "sched_compare: %s\n", dstack_last_error());
+        c->ctx = NULL;
         return -1;
     }
-    rt_model rm[MAX_MODELS];
-    memset(rm, 0, sizeof rm);
-    double worst = -1;
-    for (uint32_t i = 0; i < w->n; i++) {
+    double t0 = now_s();
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (uint32_t i = 0; i < w->n; i++, c->n++) {
         dstack_model_desc d;
         dstack_model_desc_init(&d);
         d.source = DSTACK_SOURCE_ZOO;
@@ -640,88 +668,158 @@ static double rt_run(dstack_backend backend, dstack_policy pol, const workload *
         d.slo_us = (uint64_t)(w->m[i].slo_ms * 1e3);
         dstack_model_info info;
         dstack_model_info_init(&info);
-        if (dstack_register_model(ctx, &d, &rm[i].m) != DSTACK_OK ||
-            dstack_model_info_get(ctx, rm[i].m, &info) != DSTACK_OK) {
+        rt_model *m = &c->rm[i];
+        if (dstack_register_model(c->ctx, &d, &m->m) != DSTACK_OK ||
+            dstack_model_info_get(c->ctx, m->m, &info) != DSTACK_OK) {
             fprintf(stderr, "sched_compare: %s: %s\n", w->m[i].name, dstack_last_error());
-            goto out;
+            rt_close(c);
+            return -1;
         }
-        rm[i].in_bytes = info.inputs[0].bytes;
-        rm[i].out_bytes = info.outputs[0].bytes;
-        if (dstack_host_alloc(ctx, rm[i].in_bytes, (void **)&rm[i].in) != DSTACK_OK ||
-            dstack_host_alloc(ctx, rm[i].out_bytes, (void **)&rm[i].out) != DSTACK_OK)
-            goto out;
-        memset(rm[i].in, 0, rm[i].in_bytes);
+        m->in_bytes = info.inputs[0].bytes;
+        m->out_bytes = info.outputs[0].bytes;
+        if (dstack_host_alloc(c->ctx, m->in_bytes, (void **)&m->in) != DSTACK_OK ||
+            dstack_host_alloc(c->ctx, m->out_bytes, (void **)&m->out) != DSTACK_OK) {
+            fprintf(stderr, "sched_compare: %s\n", dstack_last_error());
+            c->n++;
+            rt_close(c);
+            return -1;
+        }
+        /* random inputs, not zeros: zeros can run faster than real data */
+        for (size_t j = 0; j < m->in_bytes / sizeof(float); j++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            m->in[j] = (float)((double)(rng >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
+        }
     }
+    *register_s = now_s() - t0;
+    return 0;
+}
+
+typedef struct rt_counts {
+    uint64_t all[MAX_MODELS], met[MAX_MODELS];
+    double uptime_s, busy_s; /* busy: utilization x uptime */
+} rt_counts;
+
+static void rt_read(rt_ctx *c, rt_counts *k)
+{
+    for (uint32_t i = 0; i < c->n; i++) {
+        dstack_model_stats st;
+        dstack_model_stats_init(&st);
+        dstack_stats(c->ctx, c->rm[i].m, &st);
+        k->all[i] = st.submitted + st.rejected_queue_full;
+        k->met[i] = st.slo_met;
+    }
+    dstack_ctx_stats cs;
+    dstack_ctx_stats_init(&cs);
+    dstack_ctx_stats_get(c->ctx, &cs);
+    k->uptime_s = cs.uptime_s;
+    k->busy_s = cs.gpu_utilization * cs.uptime_s;
+}
+
+/* One rate point: the lowest per-model SLO attainment over the point
+ * (refused requests count as misses), and the GPU utilization over it. */
+static double rt_point(rt_ctx *c, const workload *w, double R, double seconds, uint64_t seed, double *util)
+{
+    rt_counts before, after;
+    rt_read(c, &before);
     workload wr = *w;
     wr.duration_s = seconds;
     size_t n;
     ds_des_arrival *tr = make_trace(&wr, R, seed, &n);
-    rt_feed f = {ctx, rm, tr, n, dstack_now_ns(ctx) + 100000000ull, 0, 0};
+    rt_feed f = {c->ctx, c->rm, tr, n, dstack_now_ns(c->ctx) + 100000000ull, 0, 0};
     pthread_t th;
     pthread_create(&th, NULL, rt_submitter, &f);
     size_t done = 0;
-    dstack_completion c[256];
+    dstack_completion comp[256];
     for (;;) {
         size_t k = 0;
-        dstack_poll(ctx, c, 256, 100000, &k);
+        dstack_poll(c->ctx, comp, 256, 100000, &k);
         done += k;
-        if (k == 0 && done >= f.accepted && dstack_now_ns(ctx) > f.t0 + (uint64_t)(seconds * 1e9) + 200000000ull)
+        if (k == 0 && done >= f.accepted && dstack_now_ns(c->ctx) > f.t0 + (uint64_t)(seconds * 1e9) + 200000000ull)
             break;
     }
     pthread_join(th, NULL);
-    dstack_ctx_stats cs;
-    dstack_ctx_stats_init(&cs);
-    dstack_ctx_stats_get(ctx, &cs);
-    *util = cs.gpu_utilization;
-    worst = 1.0;
-    for (uint32_t i = 0; i < w->n; i++) {
-        dstack_model_stats st;
-        dstack_model_stats_init(&st);
-        dstack_stats(ctx, rm[i].m, &st);
-        uint64_t all = st.submitted + st.rejected_queue_full;
-        double a = all ? (double)st.slo_met / (double)all : 1.0;
+    free(tr);
+    rt_read(c, &after);
+    double worst = 1.0;
+    for (uint32_t i = 0; i < c->n; i++) {
+        uint64_t all = after.all[i] - before.all[i], met = after.met[i] - before.met[i];
+        double a = all ? (double)met / (double)all : 1.0;
         worst = a < worst ? a : worst;
     }
-    free(tr);
-out:
-    dstack_shutdown(ctx);
-    for (uint32_t i = 0; i < w->n; i++) {
-        dstack_host_free(ctx, rm[i].in);
-        dstack_host_free(ctx, rm[i].out);
-    }
-    dstack_destroy(ctx);
+    double span = after.uptime_s - before.uptime_s;
+    *util = span > 0 ? (after.busy_s - before.busy_s) / span : 0;
     return worst;
 }
 
 /* The four-CNN mix (or a workload file) on the real executor: for each
- * policy, rates rising by 1.25x until one misses; goodput is the last one
- * that held. Slow (seconds per point, real time) and for a lent GPU;
- * `--backend sim` runs the same path on the simulated GPU's real clock. */
-static int rt_main(dstack_backend backend, const workload *w, bool quick, uint64_t seed)
+ * policy one context, rates from `start` rising by 1.25x until a model
+ * misses, then two bisection steps (geometric midpoints) inside the last
+ * bracket; goodput is the highest rate that held. `budget_s` bounds each
+ * policy's search (registration excluded): when it runs out, what held so
+ * far is reported, and said. Slow (seconds per point, real time) and for
+ * a lent GPU; `--backend sim` runs the same path on the simulated GPU's
+ * real clock. */
+static int rt_main(dstack_backend backend, const workload *w, bool quick, uint64_t seed, double start,
+                   double seconds, double budget_s)
 {
     const dstack_policy pols[] = {DSTACK_POLICY_DSTACK, DSTACK_POLICY_TEMPORAL, DSTACK_POLICY_STATIC_SPATIAL,
                                   DSTACK_POLICY_STREAMS};
     const char *names[] = {"dstack", "temporal", "static_spatial", "streams"};
-    double seconds = quick ? 1.0 : 5.0, g[4] = {0};
-    printf("== %s on the real executor (backend %s), %.0f s per point, rates x1.25 until a model misses 99%%\n",
-           w->name, backend == DSTACK_BACKEND_CUDA ? "cuda" : "sim", seconds);
+    if (seconds <= 0)
+        seconds = quick ? 1.0 : 5.0;
+    double g[4] = {0}, slo_at[4] = {0};
+    printf("== %s on the real executor (backend %s), %.1f s per point, rates x1.25 from %.0f req/s until a model "
+           "misses 99%%, then 2 bisection steps\n",
+           w->name, backend == DSTACK_BACKEND_CUDA ? "cuda" : "sim", seconds, start);
     for (int p = 0; p < 4; p++) {
-        double util = 0;
-        for (double R = 100; R < 1e5; R *= 1.25) {
-            double u = 0, a = rt_run(backend, pols[p], w, R, seconds, seed, &u);
-            if (a < 0)
-                return 1;
-            printf("  %-15s %8.0f req/s: slo_min %.2f%%, GPU utilization %.1f%%\n", names[p], R, 100 * a, 100 * u);
-            if (a < 0.99)
+        rt_ctx c;
+        double reg_s = 0, util = 0;
+        if (rt_open(&c, backend, pols[p], w, &reg_s) != 0)
+            return 1;
+        printf("  %-15s registered %u models in %.2f s\n", names[p], w->n, reg_s);
+        double t0 = now_s(), good = 0, bad = 0;
+        bool out_of_time = false;
+        for (double R = start; R < 1e6; R *= 1.25) {
+            if (now_s() - t0 + seconds > budget_s) {
+                out_of_time = true;
                 break;
-            g[p] = R;
+            }
+            double u = 0, a = rt_point(&c, w, R, seconds, seed, &u);
+            printf("  %-15s %8.0f req/s: slo_min %.2f%%, GPU utilization %.1f%%\n", names[p], R, 100 * a, 100 * u);
+            if (a < 0.99) {
+                bad = R;
+                break;
+            }
+            good = R;
+            slo_at[p] = a;
             util = u;
         }
-        printf("%-15s goodput %8.0f req/s (utilization %.1f%%)\n", names[p], g[p], 100 * util);
+        for (int step = 0; step < 2 && good > 0 && bad > 0 && !out_of_time; step++) {
+            if (now_s() - t0 + seconds > budget_s) {
+                out_of_time = true;
+                break;
+            }
+            double R = sqrt(good * bad), u = 0, a = rt_point(&c, w, R, seconds, seed + 1 + (uint64_t)step, &u);
+            printf("  %-15s %8.0f req/s: slo_min %.2f%%, GPU utilization %.1f%% (bisection)\n", names[p], R, 100 * a,
+                   100 * u);
+            if (a >= 0.99) {
+                good = R;
+                slo_at[p] = a;
+                util = u;
+            } else {
+                bad = R;
+            }
+        }
+        rt_close(&c);
+        g[p] = good;
+        printf("%-15s goodput %8.0f req/s (slo_min %.2f%%, utilization %.1f%%)%s%s\n", names[p], g[p],
+               100 * slo_at[p], 100 * util, out_of_time ? ", search cut by the time budget" : "",
+               good == 0 ? ", the start rate already failed: lower --start" : "");
     }
-    printf("rt_backend=%s dstack_vs_temporal=%.3f dstack_vs_static=%.3f dstack_vs_streams=%.3f\n",
-           backend == DSTACK_BACKEND_CUDA ? "cuda" : "sim", g[1] > 0 ? g[0] / g[1] : 0, g[2] > 0 ? g[0] / g[2] : 0,
-           g[3] > 0 ? g[0] / g[3] : 0);
+    printf("rt_backend=%s dstack=%.0f temporal=%.0f static_spatial=%.0f streams=%.0f dstack_vs_temporal=%.3f "
+           "dstack_vs_static=%.3f dstack_vs_streams=%.3f\n",
+           backend == DSTACK_BACKEND_CUDA ? "cuda" : "sim", g[0], g[1], g[2], g[3], g[1] > 0 ? g[0] / g[1] : 0,
+           g[2] > 0 ? g[0] / g[2] : 0, g[3] > 0 ? g[0] / g[3] : 0);
     return 0;
 }
 
@@ -743,8 +841,15 @@ int main(int argc, char **argv)
     int n_files = 0;
     uint64_t seed = 1;
     const char *rt_backend = NULL;
+    double rt_start = 100, rt_seconds = 0, rt_budget = 600;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick"))
+        if (!strcmp(argv[i], "--start") && i + 1 < argc)
+            rt_start = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+            rt_seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--budget") && i + 1 < argc)
+            rt_budget = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--quick"))
             quick = true;
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
             rt_backend = argv[++i];
@@ -755,8 +860,11 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
             seed = strtoull(argv[++i], NULL, 10);
         else {
-            fprintf(stderr, "usage: %s [--quick] [--workload FILE]... [--out DIR] [--seed N] [--backend cuda|sim]\n",
-                    argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--quick] [--workload FILE]... [--out DIR] [--seed N]\n"
+                    "       %s --backend cuda|sim [--quick] [--workload FILE] [--start RPS] [--seconds S] "
+                    "[--budget S]\n",
+                    argv[0], argv[0]);
             return 2;
         }
     }
@@ -773,7 +881,12 @@ int main(int argc, char **argv)
         } else {
             four_cnn(&w);
         }
-        return rt_main(strcmp(rt_backend, "cuda") ? DSTACK_BACKEND_SIM : DSTACK_BACKEND_CUDA, &w, quick, seed);
+        if (!(rt_start > 0) || rt_seconds < 0 || !(rt_budget > 0)) {
+            fprintf(stderr, "sched_compare: --start and --budget must be positive, --seconds not negative\n");
+            return 2;
+        }
+        return rt_main(strcmp(rt_backend, "cuda") ? DSTACK_BACKEND_SIM : DSTACK_BACKEND_CUDA, &w, quick, seed,
+                       rt_start, rt_seconds, rt_budget);
     }
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows when redirected to a file */
     uint64_t wall0 = ds_monotonic_ns();

@@ -5,7 +5,8 @@
  * thread wakes every 100 ms, reads each model's arrival rate from the
  * scheduler (an exponentially decayed count, O(1)), and when it moved by
  * more than 1.5x from the rate of the current plan, computes a new plan
- * from the model's latency model (src/batch) and hands the new batch size
+ * from the model's latency model (src/batch) for 1.5x that rate (the most
+ * it may reach before the next re-plan) and hands the new batch size
  * and share to the scheduler, which applies them to the next batch it
  * forms: service never stops. Models with fixed_batch, without an SLO or
  * without a latency model are left alone.
@@ -30,7 +31,10 @@ static void replan_one(dstack_ctx *ctx, api_model *am)
     if (!ds_replan_due(am->planned_rate, rate, REPLAN_FACTOR))
         return;
     ds_model_plan plan;
-    if (ds_plan_model(am->lat, am->slo_us, rate, am->fixed_units, 0, &plan) != DSTACK_OK)
+    /* Plan for the top of the band the plan must serve: no re-plan comes
+     * until the rate leaves [rate / 1.5, rate x 1.5], and a plan sized for
+     * `rate` itself falls behind (and misses SLOs) anywhere above it. */
+    if (ds_plan_model(am->lat, am->slo_us, rate * REPLAN_FACTOR, am->fixed_units, 0, &plan) != DSTACK_OK)
         return;
     bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
     uint32_t units = cpu ? ctx->exec->device.n_units : plan.units;
