@@ -7,7 +7,7 @@ set -e
 B=${B:-/tmp/b-gpu-dev}
 make BUILD=$B LIBOUT=$B/lib lib -j2 >/dev/null
 rm -rf .carry && mkdir -p .carry/lib .carry/bin
-cp -a $B/lib/libdstack.so* .carry/lib/
+cp -a $B/lib/libdstack.so* $B/lib/libdstack-cuda.so* .carry/lib/
 cp -a /usr/lib/x86_64-linux-gnu/libprotobuf-c.so.1* /usr/lib/x86_64-linux-gnu/libcmocka.so.0* .carry/lib/
 cc -std=c11 -O2 -Wall -Wextra -Wshadow -D_GNU_SOURCE -Iinclude -Isrc -I$B/gen -I/usr/local/cuda/include \
    -DDS_WITH_CUDA=1 -pthread bench/gpu/gpu_bench.c $B/lib/libdstack.a -o .carry/bin/gpu_bench \
@@ -27,7 +27,11 @@ if [ -f tests/onnx_conformance.c ]; then
 fi
 # the public-API programs (bench/gpu/run_api_checks.sh)
 make BUILD=$B LIBOUT=$B/lib $B/examples/serve_demo $B/tests/api_basic $B/tests/api_concurrency \
-     $B/tests/api_onnx_malformed >/dev/null
-cp $B/examples/serve_demo $B/tests/api_basic $B/tests/api_concurrency $B/tests/api_onnx_malformed .carry/bin/
+     $B/tests/api_onnx_malformed $B/tests/api_cuda_module >/dev/null
+cp $B/examples/serve_demo $B/tests/api_basic $B/tests/api_concurrency $B/tests/api_onnx_malformed \
+   $B/tests/api_cuda_module .carry/bin/
+# the bench tools that take --backend cuda (bench/gpu/session.sh)
+make BUILD=$B LIBOUT=$B/lib $B/bench/knee_curve $B/bench/sched_compare $B/bench/register_time >/dev/null
+cp $B/bench/knee_curve $B/bench/sched_compare $B/bench/register_time .carry/bin/
 cp bench/gpu/probe_env.c .carry/ 2>/dev/null || true
 du -sh .carry
