@@ -22,6 +22,8 @@ typedef struct log_capture {
     int n, n_below_min;
     dstack_log_level min;
     char first[DSTACK_LOG_MAX_MESSAGE];
+    const char *want; /* a substring to look for in every message */
+    char found[DSTACK_LOG_MAX_MESSAGE];
 } log_capture;
 
 static void capture_fn(void *user, dstack_log_level level, const char *msg)
@@ -32,6 +34,8 @@ static void capture_fn(void *user, dstack_log_level level, const char *msg)
         c->n_below_min++;
     if (c->n++ == 0)
         snprintf(c->first, sizeof c->first, "%s", msg);
+    if (c->want && !c->found[0] && strstr(msg, c->want))
+        snprintf(c->found, sizeof c->found, "%s", msg);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -167,6 +171,34 @@ static void test_log_env_var_sends_to_stderr_when_asked(void **unused)
     assert_true(stderr_bytes_during_create(&o) > 0);
 }
 
+/* Policies that hand out partitions get every range made before serving
+ * (on cuda each is a green context with its handles; made on the request
+ * path they stalled the device): 15 units -> 120 ranges, said at INFO.
+ * Policies that use only the whole device make none. */
+static void test_partitions_made_ahead_for_partitioning_policies(void **unused)
+{
+    (void)unused;
+    const dstack_policy pols[] = {DSTACK_POLICY_DSTACK, DSTACK_POLICY_STATIC_SPATIAL, DSTACK_POLICY_TEMPORAL,
+                                  DSTACK_POLICY_STREAMS};
+    for (size_t i = 0; i < sizeof pols / sizeof pols[0]; i++) {
+        log_capture c = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = DSTACK_LOG_INFO, .want = "made ahead"};
+        dstack_options o;
+        dstack_options_init(&o);
+        o.backend = DSTACK_BACKEND_SIM;
+        o.policy = pols[i];
+        o.log_fn = capture_fn;
+        o.log_user = &c;
+        o.log_level = DSTACK_LOG_INFO;
+        dstack_ctx *ctx = NULL;
+        assert_int_equal(dstack_create(&o, &ctx), DSTACK_OK);
+        dstack_destroy(ctx);
+        if (pols[i] == DSTACK_POLICY_DSTACK || pols[i] == DSTACK_POLICY_STATIC_SPATIAL)
+            assert_non_null(strstr(c.found, "120 partitions made ahead"));
+        else
+            assert_int_equal(c.found[0], 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -176,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_log_failed_create_logs_an_error),
         cmocka_unit_test(test_log_level_out_of_range_is_refused),
         cmocka_unit_test(test_log_env_var_sends_to_stderr_when_asked),
+        cmocka_unit_test(test_partitions_made_ahead_for_partitioning_policies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

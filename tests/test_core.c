@@ -365,6 +365,40 @@ static void test_remove_and_shutdown_with_batches_in_flight(void **state)
     ds_core_destroy(c);
 }
 
+/* Busy unit-time is the union of the units running batches hold: streams
+ * runs two batches on the same 4 units from 100 to 200 and 150 to 250,
+ * which is 4 units x 150 ns busy, not 4 x 200 (utilization above 1). */
+static void test_busy_time_counts_shared_units_once(void **state)
+{
+    (void)state;
+    static sink k;
+    k.n = 0;
+    ds_core *c;
+    ds_core_config cc = {ds_policy_find(DSTACK_POLICY_STREAMS), 4, sink_emit, &k};
+    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    ds_sched_model_config mc = model_cfg(1, 4, 0);
+    dstack_model *a, *b;
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &a), DSTACK_OK);
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &b), DSTACK_OK);
+    float in[2] = {0}, out[4];
+    dstack_buffer bi = {in, 4}, bo = {out, 8};
+    dstack_request r = req_of(&bi, &bo, 1);
+    dstack_ticket t;
+    ds_core_start s[4];
+    uint64_t wake;
+    assert_int_equal(ds_core_submit(c, a, &r, 90, &t), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 100, s, 4, &wake), 1);
+    assert_int_equal(ds_core_submit(c, b, &r, 140, &t), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 150, s, 4, &wake), 1);
+    assert_int_equal(s[0].unit_count, 4);
+    ds_core_batch_done(c, a, DSTACK_OK, 200);
+    ds_core_batch_done(c, b, DSTACK_OK, 250);
+    ds_core_totals tot;
+    ds_core_totals_get(c, &tot);
+    assert_int_equal(tot.unit_busy_ns, 4 * 150);
+    ds_core_destroy(c);
+}
+
 static void test_requests_of_several_samples_are_never_split(void **state)
 {
     (void)state;
@@ -680,6 +714,7 @@ int main(void)
         cmocka_unit_test(test_request_expires_at_its_deadline_with_nothing_else_happening),
         cmocka_unit_test(test_explicit_deadlines_out_of_order_each_expire_on_time),
         cmocka_unit_test(test_remove_and_shutdown_with_batches_in_flight),
+        cmocka_unit_test(test_busy_time_counts_shared_units_once),
         cmocka_unit_test(test_requests_of_several_samples_are_never_split),
         cmocka_unit_test(test_models_that_come_and_go_leave_nothing_behind),
         cmocka_unit_test(test_decision_cost_does_not_grow_with_queue_length),

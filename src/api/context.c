@@ -105,6 +105,38 @@ static dstack_status choose_policy(dstack_ctx *ctx)
     return DSTACK_OK;
 }
 
+/* Create every partition the policy may hand out before serving. On cuda a
+ * partition is a green context, a stream, cuDNN and cuBLAS handles and a
+ * workspace, made lazily on first use; made on the request path they cost
+ * milliseconds each and the cudaMalloc in them waits for the whole device,
+ * stalling every running batch (on an H200, dstack held 144 req/s of the
+ * four-CNN mix with lazy partitions; bench/results/gpu-h200.md). Policies
+ * that use only the whole device need nothing. n(n+1)/2 ranges: 120 on a
+ * 15-unit Hopper. A range that cannot be made now is logged and left to
+ * be made on first use. */
+static void warm_partitions(dstack_ctx *ctx)
+{
+    dstack_policy id = ctx->policy->id;
+    uint32_t n = ctx->exec->device.n_units;
+    if ((id != DSTACK_POLICY_DSTACK && id != DSTACK_POLICY_STATIC_SPATIAL) || n < 2)
+        return;
+    uint64_t t0 = ds_monotonic_ns();
+    uint32_t made = 0, failed = 0;
+    for (uint32_t count = 1; count <= n; count++)
+        for (uint32_t first = 0; first + count <= n; first++) {
+            ds_partition part;
+            if (ctx->exec->ops->partition_get(ctx->exec, first, count, &part) == DSTACK_OK)
+                made++;
+            else if (failed++ == 0)
+                ds_log(&ctx->log, DSTACK_LOG_WARN, "partition units %u+%u not made ahead (%s): made on first use",
+                       first, count, ds_error_message());
+        }
+    if (failed)
+        ds_error_clear(); /* not an error of dstack_create: those ranges are made on first use */
+    ds_log(&ctx->log, DSTACK_LOG_INFO, "%u partitions made ahead in %.3f s (%u failed)", made,
+           (double)(ds_monotonic_ns() - t0) / 1e9, failed);
+}
+
 static void log_backend_choice(const dstack_ctx *ctx)
 {
     static const char *const backends[] = {"auto", "cpu", "cuda", "sim"};
@@ -144,6 +176,8 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
         st = open_backend(ctx);
     if (st == DSTACK_OK)
         st = choose_policy(ctx);
+    if (st == DSTACK_OK)
+        warm_partitions(ctx);
     if (st == DSTACK_OK) {
         ds_sched_config sc = {&ds_clock_monotonic, ctx->exec, ctx->policy, ctx->opts.queue_capacity};
         st = ds_sched_create(&sc, &ctx->sched);

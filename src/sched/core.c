@@ -99,8 +99,32 @@ struct ds_core {
     uint64_t next_ticket, next_id;
     uint64_t units_busy;
     uint32_t n_running;
+    /* the union of the units that running batches hold, integrated over
+     * time into totals.unit_busy_ns: batches that share units (streams)
+     * count once, so utilization stays within 0..1 */
+    uint32_t unit_refs[64];
+    uint32_t units_union;
+    uint64_t union_since_ns;
     ds_core_totals totals;
 };
+
+static void union_account(ds_core *c, uint64_t now)
+{
+    if (now > c->union_since_ns)
+        c->totals.unit_busy_ns += (uint64_t)c->units_union * (now - c->union_since_ns);
+    c->union_since_ns = now;
+}
+
+static void union_add(ds_core *c, uint32_t first, uint32_t count, uint64_t now, bool add)
+{
+    union_account(c, now);
+    for (uint32_t u = first; u < first + count && u < 64; u++) {
+        if (add && c->unit_refs[u]++ == 0)
+            c->units_union++;
+        else if (!add && c->unit_refs[u] > 0 && --c->unit_refs[u] == 0)
+            c->units_union--;
+    }
+}
 
 /* ---- handles ---- */
 
@@ -708,7 +732,7 @@ void ds_core_batch_done(ds_core *c, dstack_model *h, dstack_status status, uint6
     m->stats.batches++;
     m->stats.batched_samples += m->batch_samples;
     m->stats.unit_ns += unit_ns;
-    c->totals.unit_busy_ns += unit_ns;
+    union_add(c, m->batch_first_unit, m->batch_units, now, false);
     c->totals.batches++;
     c->totals.samples_run += m->batch_samples;
     m->running = false;
@@ -813,6 +837,7 @@ static bool form_batch(ds_core *c, dstack_model *m, const ds_sched_decision *d, 
     m->batch_units = d->unit_count;
     if (!c->cfg.policy->shares_units)
         c->units_busy |= ds_unit_mask(d->first_unit, d->unit_count);
+    union_add(c, d->first_unit, d->unit_count, now, true);
     c->n_running++;
     c->totals.decisions++;
     if (m->stats.starts++ > 0) {

@@ -83,7 +83,7 @@ typedef struct ds_core_start {
 } ds_core_start;
 
 typedef struct ds_core_totals {
-    uint64_t unit_busy_ns;    /* sum over finished batches of units x run time */
+    uint64_t unit_busy_ns;    /* time-integral of the units held by running batches (their union) */
     uint64_t batches, samples_run;
     uint32_t running;         /* batches running now */
     uint32_t units_in_use;    /* units covered by running batches now */
