@@ -81,36 +81,79 @@ class TorchRunner:
 
 
 class ModelQueue:
-    """Arrival times of one model's queued requests."""
+    """One model's queued requests: (scheduled arrival, the point's stats)."""
 
     def __init__(self):
-        self.q, self.cv, self.closed = collections.deque(), threading.Condition(), False
+        self.q, self.cv = collections.deque(), threading.Condition()
 
-    def put(self, t):
+    def put(self, t, st):
         with self.cv:
-            self.q.append(t)
+            self.q.append((t, st))
             self.cv.notify()
 
-    def close(self):
+    def take(self, max_batch, slo, abort):
+        """Up to max_batch live requests; expired ones are dropped (counted)."""
         with self.cv:
-            self.closed = True
-            self.cv.notify()
-
-    def take(self, max_batch, slo, st, abort):
-        """Up to max_batch live requests; expired ones are dropped. None: done."""
-        with self.cv:
-            while not self.q and not self.closed and not abort.is_set():
+            while not self.q and not abort.is_set():
                 self.cv.wait(0.05)
-            if abort.is_set() or (not self.q and self.closed):
-                return None
             now, batch = clock(), []
             while self.q and len(batch) < max_batch:
-                t = self.q.popleft()
+                t, st = self.q.popleft()
                 if now - t > slo:
                     st["dropped"] += 1
+                    st["finished"] += 1
                 else:
-                    batch.append(t)
+                    batch.append((t, st))
             return batch
+
+
+class Worker:
+    """One model's serving thread, alive for the whole run: PyTorch makes its
+    cuDNN and cuBLAS handles per thread, so a thread per point would pay
+    handle creation (tens of ms) inside every point's first batches. The
+    warm-up runs on this thread for the same reason."""
+
+    def __init__(self, name, runner, args, abort, errors):
+        self.name, self.r, self.args, self.abort, self.errors = name, runner, args, abort, errors
+        self.q = ModelQueue()
+        self.warm = threading.Event()
+        self.alone_turn, self.alone_done = threading.Event(), threading.Event()
+        self.warm_s, self.alone_ms = 0.0, (0.0, 0.0)
+        self.th = threading.Thread(target=self.main, daemon=True)
+        self.th.start()
+
+    def main(self):
+        try:
+            t0 = clock()
+            for b in range(1, self.args.max_batch + 1):  # cudnn.benchmark autotunes per shape
+                self.r.run(b)
+            self.warm_s = clock() - t0
+            self.warm.set()
+            self.alone_turn.wait()  # one model at a time: "alone" means alone
+            med = []
+            for b in (1, self.args.max_batch):
+                ts = []
+                for _ in range(10):
+                    t1 = clock()
+                    self.r.run(b)
+                    ts.append(clock() - t1)
+                med.append(sorted(ts)[5] * 1e3)
+            self.alone_ms = tuple(med)
+            self.alone_done.set()
+            slo = self.args.slo_ms / 1e3
+            while not self.abort.is_set():
+                batch = self.q.take(self.args.max_batch, slo, self.abort)
+                if not batch:
+                    continue
+                self.r.run(len(batch))
+                done = clock()
+                for t, st in batch:
+                    st["met" if done - t <= slo else "late"] += 1
+                    st["finished"] += 1
+                batch[0][1]["batches"] += 1
+        except BaseException:
+            self.errors.append(traceback.format_exc())
+            self.abort.set()
 
 
 def arrivals(R, seconds, seed):
@@ -127,65 +170,28 @@ def arrivals(R, seconds, seed):
     return out
 
 
-def run_point(runners, R, args, errors):
-    """One rate: returns per-model stats dicts, or None after an error/hang."""
-    slo, n = args.slo_ms / 1e3, len(MODELS)
+def run_point(workers, R, args, errors, abort):
+    """One rate on the persistent workers: per-model stats, or None after an error/hang."""
     arr = arrivals(R, args.seconds, args.seed)
-    queues = [ModelQueue() for _ in range(n)]
-    stats = [dict(arrived=0, met=0, late=0, dropped=0, batches=0) for _ in range(n)]
+    stats = [dict(arrived=0, met=0, late=0, dropped=0, batches=0, finished=0) for _ in workers]
     for _, i in arr:
         stats[i]["arrived"] += 1
-    abort = threading.Event()
-
-    def guarded(fn):
-        def body():
-            try:
-                fn()
-            except BaseException:
-                errors.append(traceback.format_exc())
-                abort.set()
-        return body
-
-    def worker(i):
-        q, st, r = queues[i], stats[i], runners[i]
-        while True:
-            batch = q.take(args.max_batch, slo, st, abort)
-            if batch is None:
-                return
-            if not batch:
-                continue
-            r.run(len(batch))
-            done = clock()
-            st["batches"] += 1
-            for t in batch:
-                st["met" if done - t <= slo else "late"] += 1
-
-    def submitter():
-        t0 = clock() + 0.01
-        for off, i in arr:
-            when = t0 + off
-            d = when - clock()
-            if d > 0:
-                time.sleep(d)
-            if abort.is_set():
-                return
-            queues[i].put(when)  # latency counts from the scheduled arrival
-        for q in queues:
-            q.close()
-
-    threads = [threading.Thread(target=guarded(lambda i=i: worker(i)), daemon=True) for i in range(n)]
-    threads.append(threading.Thread(target=guarded(submitter), daemon=True))
-    for th in threads:
-        th.start()
-    deadline = clock() + args.seconds + args.drain_timeout
-    while any(th.is_alive() for th in threads):
-        threads[0].join(0.05)
+    t0 = clock() + 0.01
+    for off, i in arr:  # the submitter: the main thread, on time
+        when = t0 + off
+        d = when - clock()
+        if d > 0:
+            time.sleep(d)
         if abort.is_set():
             break
+        workers[i].q.put(when, stats[i])  # latency counts from the scheduled arrival
+    deadline = clock() + args.drain_timeout
+    while not abort.is_set() and any(s["finished"] < s["arrived"] for s in stats):
         if clock() > deadline:
             errors.append(f"point {R:.0f} req/s did not drain within {args.drain_timeout} s after the arrivals")
             abort.set()
             break
+        time.sleep(0.005)
     if errors:
         return None
     return stats
@@ -230,31 +236,34 @@ def main():
         device = torch.cuda.get_device_name()
         log(f"device {device}, torch {torch.__version__}, cudnn {torch.backends.cudnn.version()}")
         runners = [TorchRunner(m, args.max_batch) for m in MODELS]
-    # Warm-up: every batch size once per model on its own stream (cudnn.benchmark
-    # autotunes per shape), then batch-1/batch-max latency alone, median of 10.
-    for m, r in zip(MODELS, runners):
-        t0 = clock()
-        for b in range(1, args.max_batch + 1):
-            r.run(b)
-        med = []
-        for b in (1, args.max_batch):
-            ts = []
-            for _ in range(10):
-                t1 = clock()
-                r.run(b)
-                ts.append(clock() - t1)
-            med.append(sorted(ts)[5] * 1e3)
-        log(f"alone {m:13s} b1 {med[0]:7.2f} ms  b{args.max_batch} {med[1]:7.2f} ms  (warm-up {clock() - t0:.1f} s)")
+    # Warm-up on the serving threads, all models at once (cudnn.benchmark
+    # autotunes each shape), then each model alone at batch 1 and max batch,
+    # median of 10, one model at a time.
+    errors, abort = [], threading.Event()
+    workers = [Worker(m, r, args, abort, errors) for m, r in zip(MODELS, runners)]
+    for w in workers:
+        while not w.warm.wait(0.1):
+            if abort.is_set():
+                log("ERROR:\n" + "\n".join(errors))
+                os._exit(1)
+    for w in workers:
+        w.alone_turn.set()
+        while not w.alone_done.wait(0.1):
+            if abort.is_set():
+                log("ERROR:\n" + "\n".join(errors))
+                os._exit(1)
+        log(f"alone {w.name:13s} b1 {w.alone_ms[0]:7.2f} ms  b{args.max_batch} {w.alone_ms[1]:7.2f} ms  "
+            f"(warm-up {w.warm_s:.1f} s)")
     log(f"warm-up total {clock() - t_start:.1f} s; search: start {args.start:.0f} req/s, x1.25 while slo_min >= 99%, "
         f"{args.seconds:g} s per point, budget {args.budget:g} s")
 
-    errors, points = [], []
+    points = []
     t_search = clock()
     good = fail = None  # (rate, slo_min)
     note = ""
 
     def measure(R):
-        stats = run_point(runners, R, args, errors)
+        stats = run_point(workers, R, args, errors, abort)
         if stats is None:
             log("ERROR:\n" + "\n".join(errors))
             os._exit(1)  # workers may be stuck in CUDA: do not wait for them
