@@ -695,7 +695,8 @@ static int rt_open(rt_ctx *c, dstack_backend backend, dstack_policy pol, const w
 }
 
 typedef struct rt_counts {
-    uint64_t all[MAX_MODELS], met[MAX_MODELS];
+    uint64_t all[MAX_MODELS], met[MAX_MODELS], batches[MAX_MODELS];
+    double samples[MAX_MODELS]; /* samples run */
     double uptime_s, busy_s; /* busy: utilization x uptime */
 } rt_counts;
 
@@ -707,6 +708,8 @@ static void rt_read(rt_ctx *c, rt_counts *k)
         dstack_stats(c->ctx, c->rm[i].m, &st);
         k->all[i] = st.submitted + st.rejected_queue_full;
         k->met[i] = st.slo_met;
+        k->batches[i] = st.batches;
+        k->samples[i] = st.mean_batch * (double)st.batches;
     }
     dstack_ctx_stats cs;
     dstack_ctx_stats_init(&cs);
@@ -717,7 +720,8 @@ static void rt_read(rt_ctx *c, rt_counts *k)
 
 /* One rate point: the lowest per-model SLO attainment over the point
  * (refused requests count as misses), and the GPU utilization over it. */
-static double rt_point(rt_ctx *c, const workload *w, double R, double seconds, uint64_t seed, double *util)
+static double rt_point(rt_ctx *c, const workload *w, double R, double seconds, uint64_t seed, double *util,
+                       char *detail, size_t detail_len)
 {
     rt_counts before, after;
     rt_read(c, &before);
@@ -741,10 +745,17 @@ static double rt_point(rt_ctx *c, const workload *w, double R, double seconds, u
     free(tr);
     rt_read(c, &after);
     double worst = 1.0;
+    size_t off = 0;
+    detail[0] = 0;
     for (uint32_t i = 0; i < c->n; i++) {
         uint64_t all = after.all[i] - before.all[i], met = after.met[i] - before.met[i];
+        uint64_t nb = after.batches[i] - before.batches[i];
         double a = all ? (double)met / (double)all : 1.0;
         worst = a < worst ? a : worst;
+        /* per model over the point: SLO attainment and mean batch */
+        int k = snprintf(detail + off, detail_len - off, "%s%s %.1f%% b%.1f", i ? ", " : "", w->m[i].name, 100 * a,
+                         nb ? (after.samples[i] - before.samples[i]) / (double)nb : 0.0);
+        off += k > 0 && (size_t)k < detail_len - off ? (size_t)k : 0;
     }
     double span = after.uptime_s - before.uptime_s;
     *util = span > 0 ? (after.busy_s - before.busy_s) / span : 0;
@@ -784,8 +795,10 @@ static int rt_main(dstack_backend backend, const workload *w, bool quick, uint64
                 out_of_time = true;
                 break;
             }
-            double u = 0, a = rt_point(&c, w, R, seconds, seed, &u);
-            printf("  %-15s %8.0f req/s: slo_min %.2f%%, GPU utilization %.1f%%\n", names[p], R, 100 * a, 100 * u);
+            char detail[512];
+            double u = 0, a = rt_point(&c, w, R, seconds, seed, &u, detail, sizeof detail);
+            printf("  %-15s %8.0f req/s: slo_min %.2f%%, GPU utilization %.1f%% [%s]\n", names[p], R, 100 * a, 100 * u,
+                   detail);
             if (a < 0.99) {
                 bad = R;
                 break;
@@ -799,9 +812,11 @@ static int rt_main(dstack_backend backend, const workload *w, bool quick, uint64
                 out_of_time = true;
                 break;
             }
-            double R = sqrt(good * bad), u = 0, a = rt_point(&c, w, R, seconds, seed + 1 + (uint64_t)step, &u);
-            printf("  %-15s %8.0f req/s: slo_min %.2f%%, GPU utilization %.1f%% (bisection)\n", names[p], R, 100 * a,
-                   100 * u);
+            char detail[512];
+            double R = sqrt(good * bad), u = 0;
+            double a = rt_point(&c, w, R, seconds, seed + 1 + (uint64_t)step, &u, detail, sizeof detail);
+            printf("  %-15s %8.0f req/s: slo_min %.2f%%, GPU utilization %.1f%% (bisection) [%s]\n", names[p], R,
+                   100 * a, 100 * u, detail);
             if (a >= 0.99) {
                 good = R;
                 slo_at[p] = a;
