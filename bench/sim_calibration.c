@@ -19,7 +19,7 @@
 #include "sim/engine.h"
 #include "sim/kernels.h"
 
-#define MAX_POINTS 256
+#define MAX_POINTS 1024
 #define PAIR_ITERS 40
 
 typedef struct point {
