@@ -581,54 +581,6 @@ static void test_profile_constants_match_the_compiled_device(void **state)
     assert_int_equal(d.n_units, 8);
 }
 
-/* Asking for the next batch end and then advancing to it (the engine takes
- * its speculative run instead of simulating the span again) gives the same
- * ends and the same state as advancing blind: three batches sharing
- * bandwidth, two ending at the same instant, one starting in between. */
-static void test_advance_after_next_end_matches_advance_blind(void **state)
-{
-    (void)state;
-    ds_sim_device d = toy();
-    d.mem_bw = 1e9;
-    ds_sim_kernel a[2] = {kern(8, 1000), kern(16, 500)}, b = kern(8, 1000), c = kern(4, 2000);
-    ds_sim_engine *x = ds_sim_engine_create(&d, false), *y = ds_sim_engine_create(&d, false);
-    ends ex = {0}, ey = {0};
-    for (int i = 0; i < 2; i++) {
-        ds_sim_engine *e = i ? y : x;
-        ds_sim_engine_start(e, 0, a, 2, 0, 1, 0, (void *)1);
-        ds_sim_engine_start(e, 0, &b, 1, 1, 1, 0, (void *)2);
-    }
-    uint64_t t1 = ds_sim_engine_next_end_ns(x);
-    assert_true(t1 > 0 && t1 < UINT64_MAX);
-    ds_sim_engine_advance(x, t1, on_end, &ex); /* adopts the speculative run */
-    ds_sim_engine_advance(y, t1, on_end, &ey); /* simulates */
-    assert_int_equal(ex.n, ey.n);
-    assert_true(ex.n >= 1);
-    for (int i = 0; i < ex.n; i++) {
-        assert_int_equal(ex.who[i], ey.who[i]);
-        assert_int_equal(ex.t[i], ey.t[i]);
-    }
-    /* a batch starts after the first end; both engines go on alike */
-    ds_sim_engine_start(x, t1, &c, 1, 1, 1, 0, (void *)3);
-    ds_sim_engine_start(y, t1, &c, 1, 1, 1, 0, (void *)3);
-    assert_int_equal(ds_sim_engine_next_end_ns(x), ds_sim_engine_next_end_ns(y));
-    while (ds_sim_engine_running(x)) {
-        uint64_t t = ds_sim_engine_next_end_ns(x);
-        ds_sim_engine_advance(x, t, on_end, &ex);
-        ds_sim_engine_advance(y, t, on_end, &ey);
-    }
-    assert_int_equal(ds_sim_engine_running(y), 0);
-    assert_int_equal(ex.n, 3);
-    assert_int_equal(ex.n, ey.n);
-    for (int i = 0; i < ex.n; i++) {
-        assert_int_equal(ex.who[i], ey.who[i]);
-        assert_int_equal(ex.t[i], ey.t[i]);
-    }
-    assert_true(fabs(ds_sim_engine_busy_sm_ns(x) - ds_sim_engine_busy_sm_ns(y)) < 1e-6);
-    ds_sim_engine_destroy(x);
-    ds_sim_engine_destroy(y);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -644,7 +596,6 @@ int main(void)
         cmocka_unit_test(test_executor_virtual_time_calls_done_in_order),
         cmocka_unit_test(test_executor_real_clock_done_after_modeled_time),
         cmocka_unit_test(test_profile_constants_match_the_compiled_device),
-        cmocka_unit_test(test_advance_after_next_end_matches_advance_blind),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     ds_graph_free(resnet50());

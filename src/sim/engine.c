@@ -4,10 +4,7 @@
  * whole engine can be cloned with memcpy: ds_sim_engine_next_end_ns runs a
  * clone forward to the first batch end (kernel ends in between change
  * bandwidth shares, so the end time needs the simulation, and the real
- * engine must not move ahead of the caller's clock). When the caller then
- * advances to that end with nothing started since, the clone's state is
- * taken as the real one (adopt_spec) instead of simulating the span again:
- * 20% less CPU for bench/sim_speed, the same completions byte for byte. */
+ * engine must not move ahead of the caller's clock). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -656,56 +653,12 @@ static void relay(void *arg, void *user, uint64_t end_ns)
         r->done(r->arg, user, end_ns);
 }
 
-/* The speculative run of ds_sim_engine_next_end_ns stopped at the first
- * batch end with nothing started since: when the caller advances at least
- * that far, that state is the real one, so take it instead of simulating
- * the span a second time, and report the batches that ended there (in start
- * order, as process_events does). Returns false when it does not apply. */
-static bool adopt_spec(ds_sim_engine *e, uint64_t t_ns, const end_relay *r)
-{
-    ds_sim_engine *s = e->spec;
-    if (!e->spec_valid || !s || s->now <= e->now || (double)t_ns < s->now || s->nb > e->nb)
-        return false;
-    uint32_t ended[64], n = 0;
-    for (uint32_t i = 0; i < e->nb; i++)
-        if (e->b[i].live && !s->b[i].live) {
-            if (n == 64)
-                return false; /* more than this ended at once: simulate instead */
-            ended[n++] = i;
-        }
-    void *users[64];
-    uint64_t seqs[64];
-    for (uint32_t j = 0; j < n; j++) {
-        users[j] = e->b[ended[j]].user;
-        seqs[j] = e->b[ended[j]].seq;
-    }
-    uint64_t end_ns = e->spec_end;
-    if (!engine_clone(e, s))
-        return false;
-    e->spec_valid = false;
-    for (uint32_t j = 1; j < n; j++) /* insertion sort by start order: n is tiny */
-        for (uint32_t k = j; k > 0 && seqs[k] < seqs[k - 1]; k--) {
-            uint64_t ts = seqs[k];
-            seqs[k] = seqs[k - 1];
-            seqs[k - 1] = ts;
-            void *tu = users[k];
-            users[k] = users[k - 1];
-            users[k - 1] = tu;
-        }
-    for (uint32_t j = 0; j < n; j++)
-        if (r->done)
-            r->done(r->arg, users[j], end_ns);
-    return true;
-}
-
 void ds_sim_engine_advance(ds_sim_engine *e, uint64_t t_ns, ds_sim_engine_done_fn done,
                            void *arg)
 {
     if (!e || (double)t_ns <= e->now)
         return;
     end_relay r = {e, done, arg};
-    if (adopt_spec(e, t_ns, &r) && (double)t_ns <= e->now)
-        return;
     run_until(e, (double)t_ns, false, relay, &r);
 }
 
