@@ -197,6 +197,9 @@ static void test_trace_bad_arguments(void **state)
     assert_int_equal(ds_knee_analytic_trace(&k, 1, 120, 1.0 / 0.0, 1, 8, 15, &lim, NULL, &t),
                      DSTACK_ERR_INVALID_ARGUMENT);
     assert_int_equal(ds_knee_analytic_trace(&k, 1, 120, 10, 1, 8, 15, NULL, NULL, &t), DSTACK_ERR_INVALID_ARGUMENT);
+    ds_kernel_record back = kernel(10, 128, 32, 100, 10);
+    back.end_ns = back.start_ns - 1;
+    assert_int_equal(ds_knee_analytic_trace(&back, 1, 120, 10, 1, 8, 15, &lim, NULL, &t), DSTACK_ERR_INVALID_ARGUMENT);
 }
 
 /* sim has no kernel tracer: UNSUPPORTED, and the trace is left zeroed. */

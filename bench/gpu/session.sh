@@ -1,7 +1,10 @@
 #!/bin/bash
 # session.sh - one lent-GPU session's checks and benchmarks, ordered by
-# importance, each phase under its own time limit so that the whole fits
-# the call's limit and a slow phase cannot eat the next ones.
+# importance, each phase under its own time limit so that a slow phase
+# cannot eat the next ones. The limits add up to more than one call may
+# run (600 s): choose each call's phases by their usual times (on the H200:
+# env 5 s, demo 5, knee4 35, sched 80-230, peer 80-110, regtime 10, unit 60,
+# correct 5, kneerest 50) and give the call a timeout_s that leaves room.
 #
 # Here (no GPU):   sh bench/gpu/build_for_device.sh
 # On the device:   bash bench/gpu/session.sh [phase,phase,...]    (carry .carry)
@@ -23,6 +26,7 @@ set -u
 PHASES=${1:-env,demo,knee4,sched,peer,regtime,unit}
 R=/tmp/r
 O=${OUT:-bench/out}
+rm -rf "$R" # a warm machine keeps /tmp: no earlier call's files in this call's results
 mkdir -p "$R" "$O"
 SP=$(python3 -c 'import site;print(site.getsitepackages()[0])' 2>/dev/null)
 LP=$PWD/.carry/lib

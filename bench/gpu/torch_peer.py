@@ -116,7 +116,7 @@ class Worker:
     def __init__(self, name, runner, args, abort, errors):
         self.name, self.r, self.args, self.abort, self.errors = name, runner, args, abort, errors
         self.q = ModelQueue()
-        self.warm = threading.Event()
+        self.warm_turn, self.warm = threading.Event(), threading.Event()
         self.alone_turn, self.alone_done = threading.Event(), threading.Event()
         self.warm_s, self.alone_ms = 0.0, (0.0, 0.0)
         self.th = threading.Thread(target=self.main, daemon=True)
@@ -124,6 +124,7 @@ class Worker:
 
     def main(self):
         try:
+            self.warm_turn.wait()  # one model at a time: autotuning timed without neighbours
             t0 = clock()
             for b in range(1, self.args.max_batch + 1):  # cudnn.benchmark autotunes per shape
                 self.r.run(b)
@@ -184,7 +185,9 @@ def run_point(workers, R, args, errors, abort):
             time.sleep(d)
         if abort.is_set():
             break
-        workers[i].q.put(when, stats[i])  # latency counts from the scheduled arrival
+        # latency counts from the enqueue, as libdstack's does from dstack_submit:
+        # a submitter late for the GIL is not charged to the server
+        workers[i].q.put(clock(), stats[i])
     deadline = clock() + args.drain_timeout
     while not abort.is_set() and any(s["finished"] < s["arrived"] for s in stats):
         if clock() > deadline:
@@ -230,18 +233,22 @@ def main():
         runners, device = [FakeRunner(m, lock) for m in MODELS], "fake"
     else:
         import torch
+        # five Python threads (submitter and four workers) share the GIL: switch
+        # often, so a worker done with its batch is not held for the default 5 ms
+        sys.setswitchinterval(5e-4)
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         device = torch.cuda.get_device_name()
         log(f"device {device}, torch {torch.__version__}, cudnn {torch.backends.cudnn.version()}")
         runners = [TorchRunner(m, args.max_batch) for m in MODELS]
-    # Warm-up on the serving threads, all models at once (cudnn.benchmark
-    # autotunes each shape), then each model alone at batch 1 and max batch,
-    # median of 10, one model at a time.
+    # Warm-up on the serving threads, one model at a time (cudnn.benchmark
+    # autotunes each shape, best without neighbours), then each model alone at
+    # batch 1 and max batch, median of 10, one model at a time.
     errors, abort = [], threading.Event()
     workers = [Worker(m, r, args, abort, errors) for m, r in zip(MODELS, runners)]
     for w in workers:
+        w.warm_turn.set()
         while not w.warm.wait(0.1):
             if abort.is_set():
                 log("ERROR:\n" + "\n".join(errors))

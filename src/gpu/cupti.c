@@ -43,6 +43,7 @@ static pthread_mutex_t collect_lock = PTHREAD_MUTEX_INITIALIZER;
 static ds_kernel_record *collected;
 static size_t n_collected, cap_collected;
 static bool collect_failed;
+static size_t n_incomplete; /* records without a valid start and end */
 
 static void *sym(const char *name)
 {
@@ -99,6 +100,10 @@ static void CUPTIAPI buffer_requested(uint8_t **buffer, size_t *size, size_t *ma
 
 static void keep(const CUpti_ActivityKernel9 *k)
 {
+    if (k->start == 0 || k->end <= k->start) {
+        n_incomplete++; /* not finished when flushed: its time is unknown */
+        return;
+    }
     if (n_collected == cap_collected) {
         size_t cap = cap_collected ? 2 * cap_collected : 1024;
         ds_kernel_record *p = realloc(collected, cap * sizeof *p);
@@ -120,7 +125,7 @@ static void keep(const CUpti_ActivityKernel9 *k)
                     (uint32_t)(k->dynamicSharedMemory > 0 ? k->dynamicSharedMemory : 0);
     r->smem_config = k->sharedMemoryExecuted;
     r->start_ns = k->start;
-    r->end_ns = k->end > k->start ? k->end : k->start;
+    r->end_ns = k->end;
     snprintf(r->name, sizeof r->name, "%s", k->name ? k->name : "?");
 }
 
@@ -149,6 +154,7 @@ dstack_status ds_cupti_begin(void)
     collected = NULL;
     n_collected = cap_collected = 0;
     collect_failed = false;
+    n_incomplete = 0;
     pthread_mutex_unlock(&collect_lock);
     CUptiResult r = CUPTI_SUCCESS;
     if (!cupti.callbacks_registered) {
@@ -172,11 +178,13 @@ static int by_start(const void *a, const void *b)
 
 dstack_status ds_cupti_end(ds_kernel_record **out, size_t *n)
 {
-    CUptiResult r = cupti.flush(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+    /* stop recording first, so nothing launched after this trace lands in
+     * the next one, then hand every buffer over */
     CUptiResult d = cupti.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    CUptiResult r = cupti.flush(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
     pthread_mutex_lock(&collect_lock);
     ds_kernel_record *recs = collected;
-    size_t count = n_collected;
+    size_t count = n_collected, incomplete = n_incomplete;
     bool failed = collect_failed;
     collected = NULL;
     n_collected = cap_collected = 0;
@@ -189,6 +197,9 @@ dstack_status ds_cupti_end(ds_kernel_record **out, size_t *n)
         st = cupti_fail(d, "kernel trace: disabling CUPTI's kernel activity");
     else if (failed)
         st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "kernel trace: no memory for the kernel records");
+    else if (incomplete)
+        st = ds_fail(DSTACK_ERR_DEVICE, "kernel trace: %zu of %zu kernel records without an end (the traced work "
+                     "had not finished)", incomplete, incomplete + count);
     if (st != DSTACK_OK) {
         free(recs);
         return st;

@@ -26,13 +26,14 @@
 #include "exec/exec.h"
 
 /* Start tracing kernels. UNSUPPORTED when libcupti cannot be opened or
- * lacks an entry point; INTERNAL with CUPTI's message when it refuses.
+ * lacks an entry point; DEVICE with CUPTI's message when it refuses.
  * On success the caller must call ds_cupti_end. */
 dstack_status ds_cupti_begin(void);
 
 /* Stop tracing and hand back the kernels launched since ds_cupti_begin
  * (the caller synchronized its streams first). *out is malloc'ed (caller
- * frees), sorted by start time. Releases the trace lock on every path. */
+ * frees), sorted by start time. DEVICE when a record has no end (its
+ * kernel had not finished). Releases the trace lock on every path. */
 dstack_status ds_cupti_end(ds_kernel_record **out, size_t *n);
 
 #endif

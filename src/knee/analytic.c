@@ -115,8 +115,12 @@ dstack_status ds_knee_analytic_trace(const ds_kernel_record *k, size_t n, uint32
     t.curve.batch = batch;
     t.curve.n_units = n_units;
     t.curve.unit_sms = unit_sms;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        if (k[i].end_ns < k[i].start_ns)
+            return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "analytic knee from a trace: kernel %zu ends before it starts",
+                           i);
         t.kernel_us += (double)(k[i].end_ns - k[i].start_ns) / 1e3;
+    }
     t.outside_us = total_us > t.kernel_us ? total_us - t.kernel_us : 0;
     for (uint32_t u = 1; u <= n_units; u++) {
         uint32_t s = u * unit_sms;

@@ -115,7 +115,7 @@ typedef struct ds_trace_curve {
 /* The curve above from n kernel records traced on traced_sms SMs in a batch
  * of total_us, at s = u x unit_sms for u = 1..n_units. INVALID_ARGUMENT for
  * NULL pointers, n == 0, traced_sms, unit_sms or n_units of 0, n_units
- * above 64, or a non-finite total. *out is written only on success. */
+ * above 64, a non-finite total, or a record that ends before it starts. *out is written only on success. */
 dstack_status ds_knee_analytic_trace(const ds_kernel_record *k, size_t n, uint32_t traced_sms, double total_us,
                                      uint32_t batch, uint32_t unit_sms, uint32_t n_units,
                                      const ds_sm_limits *lim, const ds_knee_params *params, ds_trace_curve *out);

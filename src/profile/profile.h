@@ -33,10 +33,11 @@ dstack_status ds_profile_measure(ds_executor *ex, ds_exec_plan *plan, const ds_g
 
 /* The kernels one batch of `batch` launches on the whole device (every
  * unit), as the backend's tracer records them (cuda: CUPTI, gpu/cupti.h):
- * one untraced warm-up run, then one traced run. out->kernels is malloc'ed
- * (the caller frees it); total_us is the traced run's time from run() to
- * done, so total_us minus the kernels' time is what the batch spends
- * outside kernels (copies, launch gaps, the host). UNSUPPORTED on backends
+ * one untraced warm-up run, one traced run, one untraced run. out->kernels
+ * is malloc'ed (the caller frees it); total_us is the last run's time from
+ * run() to done (tracing slows a batch by milliseconds), so total_us minus
+ * the kernels' time is what the batch spends outside kernels (copies,
+ * launch gaps, the host). UNSUPPORTED on backends
  * without a tracer (sim, cpu) or when the tracer is missing or saw no
  * kernel; *out is zeroed on failure. Trace an otherwise idle device. */
 typedef struct ds_profile_trace {

@@ -931,11 +931,7 @@ void ds_core_totals_get(const ds_core *c, ds_core_totals *out)
 {
     *out = c->totals;
     out->running = c->n_running;
-    uint32_t units = 0;
-    for (uint32_t i = 0; i < c->n_models; i++)
-        if (c->models[i]->running)
-            units += c->models[i]->batch_units;
-    out->units_in_use = units;
+    out->units_in_use = c->units_union; /* batches sharing units count them once */
     out->cycle_ns = 0;
     for (uint32_t i = 0; i < c->n_models; i++) {
         const model_counters *k = &c->models[i]->stats;
