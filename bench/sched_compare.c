@@ -32,6 +32,7 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -593,7 +594,9 @@ typedef struct rt_feed {
     const ds_des_arrival *tr;
     size_t n;
     uint64_t t0;
-    size_t accepted, refused;
+    _Atomic size_t accepted; /* read by the polling thread while this one submits */
+    size_t refused;
+    atomic_bool finished;
 } rt_feed;
 
 /* Submit the trace at its times on the real clock (absolute sleeps). */
@@ -618,6 +621,7 @@ static void *rt_submitter(void *arg)
         else
             f->refused++;
     }
+    atomic_store(&f->finished, true);
     return NULL;
 }
 
@@ -729,16 +733,24 @@ static double rt_point(rt_ctx *c, const workload *w, double R, double seconds, u
     wr.duration_s = seconds;
     size_t n;
     ds_des_arrival *tr = make_trace(&wr, R, seed, &n);
-    rt_feed f = {c->ctx, c->rm, tr, n, dstack_now_ns(c->ctx) + 100000000ull, 0, 0};
+    if (!tr) {
+        fprintf(stderr, "sched_compare: no memory for a trace of %.0f req/s\n", R);
+        return 0;
+    }
+    rt_feed f = {c->ctx, c->rm, tr, n, dstack_now_ns(c->ctx) + 100000000ull, 0, 0, false};
     pthread_t th;
-    pthread_create(&th, NULL, rt_submitter, &f);
+    if (pthread_create(&th, NULL, rt_submitter, &f) != 0) {
+        fprintf(stderr, "sched_compare: cannot start the submitting thread\n");
+        free(tr);
+        return 0;
+    }
     size_t done = 0;
     dstack_completion comp[256];
-    for (;;) {
+    for (;;) { /* until the submitter is through and every accepted request is answered */
         size_t k = 0;
         dstack_poll(c->ctx, comp, 256, 100000, &k);
         done += k;
-        if (k == 0 && done >= f.accepted && dstack_now_ns(c->ctx) > f.t0 + (uint64_t)(seconds * 1e9) + 200000000ull)
+        if (k == 0 && atomic_load(&f.finished) && done >= atomic_load(&f.accepted))
             break;
     }
     pthread_join(th, NULL);
