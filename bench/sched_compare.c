@@ -65,18 +65,20 @@ typedef struct workload {
     double duration_s;
 } workload;
 
+/* A policy with partial_shares (policy.h) runs on green-context partitions
+ * and each model is planned at its knee; the others run on the whole device
+ * and plan for it. */
 typedef struct policy_entry {
     dstack_policy id;
     const char *name;
-    bool plan_at_knee;
 } policy_entry;
 
 static const policy_entry POLICIES[] = {
-    {DSTACK_POLICY_IDEAL, "ideal", false},
-    {DSTACK_POLICY_DSTACK, "dstack", true},
-    {DSTACK_POLICY_TEMPORAL, "temporal", false},
-    {DSTACK_POLICY_STATIC_SPATIAL, "static_spatial", true},
-    {DSTACK_POLICY_STREAMS, "streams", false},
+    {DSTACK_POLICY_IDEAL, "ideal"},
+    {DSTACK_POLICY_DSTACK, "dstack"},
+    {DSTACK_POLICY_TEMPORAL, "temporal"},
+    {DSTACK_POLICY_STATIC_SPATIAL, "static_spatial"},
+    {DSTACK_POLICY_STREAMS, "streams"},
 };
 #define N_POLICIES (sizeof POLICIES / sizeof POLICIES[0])
 
@@ -276,7 +278,7 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
     /* Partitioned policies need green contexts (15 units of 8 SMs on the
      * H100: 120 SMs); the others use the whole device as it is, 132 SMs,
      * as they would without partitions. */
-    bool partitioned = p->id == DSTACK_POLICY_DSTACK || p->id == DSTACK_POLICY_STATIC_SPATIAL;
+    bool partitioned = ds_policy_find(p->id)->partial_shares; /* and planned at the knee */
     ds_executor_config ec = {0, partitioned ? DSTACK_PARTITION_GREEN_CTX : DSTACK_PARTITION_NONE, 0, 0};
     ds_executor *ex;
     if (ds_exec_sim_create(&ec, &ex) != DSTACK_OK)
@@ -323,7 +325,7 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
         if (rate <= 0)
             rate = R / w->n;
         uint64_t slo_us = (uint64_t)(w->m[i].slo_ms * 1e3);
-        uint32_t fix = p->id == DSTACK_POLICY_STATIC_SPATIAL ? fixed[i] : p->plan_at_knee ? 0 : n_units;
+        uint32_t fix = p->id == DSTACK_POLICY_STATIC_SPATIAL ? fixed[i] : partitioned ? 0 : n_units;
         if (ds_plan_model(ms[i].lat, slo_us, rate, fix, 0, &plan) != DSTACK_OK)
             return -1;
         ms[i].planned_rate = rate;
@@ -338,14 +340,14 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
         ds_des_io_from_graph(g, &mc);
         mc.batch_size = plan.batch;
         mc.max_batch = 32;
-        mc.unit_count = p->id == DSTACK_POLICY_STATIC_SPATIAL ? fixed[i] : p->plan_at_knee ? plan.units : n_units;
+        mc.unit_count = p->id == DSTACK_POLICY_STATIC_SPATIAL ? fixed[i] : partitioned ? plan.units : n_units;
         mc.slo_ns = slo_us * 1000;
         mc.latency = ds_latency_sched_ns;
         mc.latency_arg = ms[i].lat;
         if (ds_des_add_model(d, &mc) != DSTACK_OK)
             return -1;
     }
-    replan_ctx rc = {ms, w->n, n_units, p->plan_at_knee, 0, p->id == DSTACK_POLICY_STATIC_SPATIAL ? fixed : NULL};
+    replan_ctx rc = {ms, w->n, n_units, partitioned, 0, p->id == DSTACK_POLICY_STATIC_SPATIAL ? fixed : NULL};
     ds_des_set_replan(d, 100000000ull, replan, &rc);
     size_t n;
     ds_des_arrival *tr = make_trace(w, R, seed, &n);

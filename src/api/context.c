@@ -117,9 +117,8 @@ static dstack_status choose_policy(dstack_ctx *ctx)
  * made now is logged and left to be made on first use. */
 static void warm_partitions(dstack_ctx *ctx)
 {
-    dstack_policy id = ctx->policy->id;
     uint32_t n = ctx->exec->device.n_units;
-    if ((id != DSTACK_POLICY_DSTACK && id != DSTACK_POLICY_STATIC_SPATIAL) || n < 2)
+    if (!ctx->policy->partial_shares || n < 2)
         return;
     uint64_t t0 = ds_monotonic_ns();
     uint32_t made = 0, failed = 0;

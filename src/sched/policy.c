@@ -246,9 +246,9 @@ void ds_dstack_destroy(void *state);
 static const ds_policy_ops policy_table[] = {
     {"temporal", DSTACK_POLICY_TEMPORAL, false, NULL, NULL, temporal_pick},
     {"streams", DSTACK_POLICY_STREAMS, true, NULL, NULL, streams_pick},
-    {"static_spatial", DSTACK_POLICY_STATIC_SPATIAL, false, static_create, static_destroy, static_pick},
+    {"static_spatial", DSTACK_POLICY_STATIC_SPATIAL, false, static_create, static_destroy, static_pick, true},
     {"ideal", DSTACK_POLICY_IDEAL, true, NULL, NULL, streams_pick},
-    {"dstack", DSTACK_POLICY_DSTACK, false, ds_dstack_create, ds_dstack_destroy, ds_dstack_pick},
+    {"dstack", DSTACK_POLICY_DSTACK, false, ds_dstack_create, ds_dstack_destroy, ds_dstack_pick, true},
 };
 
 const ds_policy_ops *ds_policy_find(dstack_policy policy)

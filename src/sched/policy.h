@@ -87,6 +87,11 @@ typedef struct ds_policy_ops {
      * again (0: only at the next event: submit, batch done, model change).
      * The core calls pick again after each batch it starts. */
     bool (*pick)(void *state, ds_sched_view *view, ds_sched_decision *d, uint64_t *wake_ns);
+    /* true: it hands out ranges of units smaller than the device (dstack,
+     * static_spatial), so every range is made before serving (dstack_create)
+     * and it runs on green-context partitions where the others take the
+     * whole device as it is. */
+    bool partial_shares;
 } ds_policy_ops;
 
 /* The table entry for `policy`, or NULL if it is not implemented. */
