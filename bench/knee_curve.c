@@ -76,6 +76,43 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* L = a x model + c fitted on the points marked in used (ds_latency_fit)
+ * and the relative errors on every other point, sorted. */
+typedef struct model_fit {
+    double a, c;
+    double err[MAX_BATCHES * 64];
+    size_t n_err;
+} model_fit;
+
+static void fit_heldout(double (*model)[64], double (*meas)[64], bool (*used)[64], uint32_t n_batches, uint32_t nu,
+                        model_fit *f)
+{
+    double x[9] = {0}, y[9] = {0};
+    size_t n = 0;
+    for (uint32_t i = 0; i < n_batches; i++)
+        for (uint32_t u = 0; u < nu; u++)
+            if (used[i][u] && n < 9) {
+                x[n] = model[i][u];
+                y[n++] = meas[i][u];
+            }
+    f->a = 1;
+    f->c = 0;
+    ds_latency_fit(x, y, n, &f->a, &f->c);
+    f->n_err = 0;
+    for (uint32_t i = 0; i < n_batches; i++)
+        for (uint32_t u = 0; u < nu; u++)
+            if (!used[i][u])
+                f->err[f->n_err++] = fabs(f->a * model[i][u] + f->c - meas[i][u]) / meas[i][u];
+    qsort(f->err, f->n_err, sizeof *f->err, cmp_double);
+}
+
+static void print_fit(const model_fit *f)
+{
+    size_t n = f->n_err;
+    printf("a = %.4f, c = %.1f us; held-out error on %zu points: median %.2f%%, p90 %.2f%%, max %.2f%%\n", f->a, f->c,
+           n, n ? 100 * f->err[n / 2] : 0, n ? 100 * f->err[n * 9 / 10] : 0, n ? 100 * f->err[n - 1] : 0);
+}
+
 int main(int argc, char **argv)
 {
     const char *model = NULL, *backend = "sim", *out_dir = "bench/results";
@@ -209,48 +246,18 @@ int main(int argc, char **argv)
 
     /* the latency model: fit on 3 batches x 3 shares, test on the rest */
     uint32_t fb[3] = {0, n_batches / 2, n_batches - 1}, fu[3] = {1, (nu + 1) / 2, nu};
-    double x[9], y[9];
     size_t nf = 0;
-    bool used[MAX_BATCHES][64] = {{false}};
+    static bool used[MAX_BATCHES][64];
     for (int a = 0; a < 3; a++)
-        for (int b = 0; b < 3; b++) {
-            if (used[fb[a]][fu[b] - 1])
-                continue;
-            used[fb[a]][fu[b] - 1] = true;
-            x[nf] = ana[fb[a]][fu[b] - 1];
-            y[nf++] = meas[fb[a]][fu[b] - 1];
-        }
-    double fa = 1, fc = 0;
-    ds_latency_fit(x, y, nf, &fa, &fc);
-    double err[MAX_BATCHES * 64];
-    size_t ne = 0;
-    for (uint32_t i = 0; i < n_batches; i++)
-        for (uint32_t u = 1; u <= nu; u++)
-            if (!used[i][u - 1])
-                err[ne++] = fabs(fa * ana[i][u - 1] + fc - meas[i][u - 1]) / meas[i][u - 1];
-    qsort(err, ne, sizeof *err, cmp_double);
-    /* the same fit on the trace's curve */
-    double ta = 1, tcst = 0, terr[MAX_BATCHES * 64];
-    size_t nte = 0;
-    if (traced) {
-        double xt[9];
-        /* the fit points in the order x[] and y[] hold them */
-        size_t k = 0;
-        bool seen[MAX_BATCHES][64] = {{false}};
-        for (int a = 0; a < 3; a++)
-            for (int b = 0; b < 3; b++) {
-                if (seen[fb[a]][fu[b] - 1])
-                    continue;
-                seen[fb[a]][fu[b] - 1] = true;
-                xt[k++] = trc[fb[a]][fu[b] - 1];
+        for (int b = 0; b < 3; b++)
+            if (!used[fb[a]][fu[b] - 1]) {
+                used[fb[a]][fu[b] - 1] = true;
+                nf++;
             }
-        ds_latency_fit(xt, y, nf, &ta, &tcst);
-        for (uint32_t i = 0; i < n_batches; i++)
-            for (uint32_t u = 1; u <= nu; u++)
-                if (!used[i][u - 1])
-                    terr[nte++] = fabs(ta * trc[i][u - 1] + tcst - meas[i][u - 1]) / meas[i][u - 1];
-        qsort(terr, nte, sizeof *terr, cmp_double);
-    }
+    static model_fit fit, tfit;
+    fit_heldout(ana, meas, used, n_batches, nu, &fit);
+    if (traced) /* the same fit on the trace's curve */
+        fit_heldout(trc, meas, used, n_batches, nu, &tfit);
 
     /* table, CSV */
     char csv[512], png[512];
@@ -281,8 +288,8 @@ int main(int argc, char **argv)
             if (traced)
                 printf(" %8.3f%c", trc[i][u - 1] / 1e3, kt ? 'T' : ' ');
             fprintf(f, "%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%d,%d,%.3f,%.3f,%d\n", name, backend, batches[i], u, u * usms,
-                    meas[i][u - 1], ana[i][u - 1], fa * ana[i][u - 1] + fc, ks, ka, traced ? trc[i][u - 1] : 0.0,
-                    traced ? ta * trc[i][u - 1] + tcst : 0.0, kt);
+                    meas[i][u - 1], ana[i][u - 1], fit.a * ana[i][u - 1] + fit.c, ks, ka, traced ? trc[i][u - 1] : 0.0,
+                    traced ? tfit.a * trc[i][u - 1] + tfit.c : 0.0, kt);
         }
         printf("\n");
     }
@@ -294,16 +301,14 @@ int main(int argc, char **argv)
             printf("; trace %3u SMs, difference %d SMs", knee_trc[i], (int)knee_sweep[i] - (int)knee_trc[i]);
         printf("\n");
     }
-    if (traced)
-        printf("latency model on the trace L = a x trace + c: a = %.4f, c = %.1f us; held-out error on %zu points: "
-               "median %.2f%%, p90 %.2f%%, max %.2f%%\n",
-               ta, tcst, nte, nte ? 100 * terr[nte / 2] : 0, nte ? 100 * terr[nte * 9 / 10] : 0,
-               nte ? 100 * terr[nte - 1] : 0);
-    else
+    if (traced) {
+        printf("latency model on the trace L = a x trace + c: ");
+        print_fit(&tfit);
+    } else {
         printf("kernel trace: not used (%s)\n", trace_why);
-    printf("latency model L = a x analytic + c fitted on %zu points (3 batches x 3 shares): a = %.4f, c = %.1f us; "
-           "held-out error on %zu points: median %.2f%%, p90 %.2f%%, max %.2f%%\n",
-           nf, fa, fc, ne, ne ? 100 * err[ne / 2] : 0, ne ? 100 * err[ne * 9 / 10] : 0, ne ? 100 * err[ne - 1] : 0);
+    }
+    printf("latency model L = a x analytic + c fitted on %zu points (3 batches x 3 shares): ", nf);
+    print_fit(&fit);
     printf("csv: %s\n", csv);
     if (system("command -v gnuplot >/dev/null 2>&1") == 0) {
         FILE *gp = popen("gnuplot", "w");

@@ -115,29 +115,27 @@ dstack_status ds_knee_analytic_trace(const ds_kernel_record *k, size_t n, uint32
     t.curve.batch = batch;
     t.curve.n_units = n_units;
     t.curve.unit_sms = unit_sms;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         if (k[i].end_ns < k[i].start_ns)
             return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "analytic knee from a trace: kernel %zu ends before it starts",
                            i);
-        t.kernel_us += (double)(k[i].end_ns - k[i].start_ns) / 1e3;
+    for (size_t i = 0; i < n; i++) { /* each kernel's occupancy and waves at S0 once, its time at every share */
+        uint32_t p = ds_occupancy_blocks_per_sm(lim, k[i].block_threads, k[i].regs_per_thread, k[i].smem_bytes,
+                                                k[i].smem_config);
+        if (p == 0) {
+            p = 1;
+            t.unknown_occupancy++;
+        }
+        uint64_t blocks = k[i].grid_blocks ? k[i].grid_blocks : 1;
+        double d = (double)(k[i].end_ns - k[i].start_ns) / 1e3, w0 = waves(blocks, p, traced_sms);
+        t.kernel_us += d;
+        for (uint32_t u = 1; u <= n_units; u++)
+            t.curve.us[u - 1] += d * waves(blocks, p, u * unit_sms) / w0;
     }
     t.outside_us = total_us > t.kernel_us ? total_us - t.kernel_us : 0;
     for (uint32_t u = 1; u <= n_units; u++) {
-        uint32_t s = u * unit_sms;
-        double us = t.outside_us;
-        for (size_t i = 0; i < n; i++) {
-            uint32_t p = ds_occupancy_blocks_per_sm(lim, k[i].block_threads, k[i].regs_per_thread, k[i].smem_bytes,
-                                                    k[i].smem_config);
-            if (p == 0) {
-                p = 1;
-                t.unknown_occupancy += u == 1;
-            }
-            uint64_t blocks = k[i].grid_blocks ? k[i].grid_blocks : 1;
-            double d = (double)(k[i].end_ns - k[i].start_ns) / 1e3;
-            us += d * waves(blocks, p, s) / waves(blocks, p, traced_sms);
-        }
-        t.curve.sms[u - 1] = s;
-        t.curve.us[u - 1] = us;
+        t.curve.sms[u - 1] = u * unit_sms;
+        t.curve.us[u - 1] += t.outside_us;
     }
     dstack_status st = ds_knee_from_sweep(t.curve.sms, t.curve.us, n_units, params, &t.curve.knee);
     if (st != DSTACK_OK)
