@@ -203,6 +203,74 @@ static void test_context_stats_show_what_the_scheduler_does(void **state)
     dstack_destroy(ctx);
 }
 
+/* Under dstack the planner sizes every model's share together: after the
+ * four-CNN mix has run at 200 req/s each for a while, the planned shares
+ * fit the device's 15 units (120 SMs). Planned alone at that rate they
+ * add up to 21 units (tests/test_plan.c), and the policy time-shared. */
+static void test_planner_fits_the_shares_of_the_mix_to_the_device(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"resnet50", "mobilenet_v2", "vgg19", "alexnet"};
+    enum { N = 4, ROUNDS = 160, PERIOD_US = 5000 };
+    dstack_ctx *ctx;
+    assert_int_equal(open_sim(&ctx, DSTACK_POLICY_DSTACK), DSTACK_OK);
+    dstack_model *m[N];
+    dstack_model_info info[N];
+    float *in[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(register_zoo(ctx, names[i], 25000, 0, 0, &m[i]), DSTACK_OK);
+        dstack_model_info_init(&info[i]);
+        assert_int_equal(dstack_model_info_get(ctx, m[i], &info[i]), DSTACK_OK);
+        in[i] = calloc(info[i].inputs[0].bytes / 4, 4);
+        assert_non_null(in[i]);
+    }
+    size_t out_bytes = info[0].outputs[0].bytes;
+    float *out = calloc((size_t)N * ROUNDS, out_bytes);
+    assert_non_null(out);
+    size_t done = 0, n;
+    dstack_completion c[64];
+    for (int k = 0; k < ROUNDS; k++) {
+        for (int i = 0; i < N; i++) {
+            dstack_buffer bi = {in[i], info[i].inputs[0].bytes};
+            dstack_buffer bo = {(char *)out + ((size_t)k * N + i) * out_bytes, out_bytes};
+            dstack_request r;
+            dstack_request_init(&r);
+            r.inputs = &bi;
+            r.n_inputs = 1;
+            r.outputs = &bo;
+            r.n_outputs = 1;
+            dstack_ticket t;
+            assert_int_equal(dstack_submit(ctx, m[i], &r, &t), DSTACK_OK);
+        }
+        assert_int_equal(dstack_poll(ctx, c, 64, 0, &n), DSTACK_OK);
+        done += n;
+        usleep(PERIOD_US);
+    }
+    while (done < (size_t)N * ROUNDS) {
+        assert_int_equal(dstack_poll(ctx, c, 64, 5 * 1000000LL, &n), DSTACK_OK);
+        assert_true(n > 0);
+        done += n;
+    }
+    uint32_t sms = 0;
+    for (int i = 0; i < N; i++) {
+        dstack_model_stats s;
+        dstack_model_stats_init(&s);
+        assert_int_equal(dstack_stats(ctx, m[i], &s), DSTACK_OK);
+        print_message("%s: %.0f req/s measured, share %u SMs, batch %u\n", names[i], s.arrival_rps, s.sm_count,
+                      s.batch_size);
+        assert_true(s.arrival_rps > 50);
+        sms += s.sm_count;
+        free(in[i]);
+    }
+    dstack_ctx_stats cs;
+    dstack_ctx_stats_init(&cs);
+    assert_int_equal(dstack_ctx_stats_get(ctx, &cs), DSTACK_OK);
+    print_message("shares add up to %u SMs of %u (%u units of %u SMs)\n", sms, cs.units_total * 8, cs.units_total, 8);
+    assert_true(sms <= cs.units_total * 8);
+    free(out);
+    dstack_destroy(ctx);
+}
+
 static void test_cpu_has_no_knee(void **state)
 {
     (void)state;
@@ -328,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_registration_on_sim_chooses_knee_batch_and_prediction),
         cmocka_unit_test(test_sim_meets_its_prediction_through_the_api),
         cmocka_unit_test(test_context_stats_show_what_the_scheduler_does),
+        cmocka_unit_test(test_planner_fits_the_shares_of_the_mix_to_the_device),
         cmocka_unit_test(test_cpu_has_no_knee),
         cmocka_unit_test(test_multi_sample_request_matches_the_reference),
         cmocka_unit_test(test_poll_with_the_largest_timeout_waits),

@@ -401,6 +401,124 @@ static void test_batch_replans_after_a_step_in_rate(void **unused)
     assert_true(o.attain >= 0.99);
 }
 
+/* ---- joint plan of the D-STACK shares ---- */
+
+static const char *const MIX[] = {"resnet50", "mobilenet_v2", "vgg19", "alexnet"};
+#define N_MIX 4
+
+static void mix_open(sim_model *m)
+{
+    for (int i = 0; i < N_MIX; i++)
+        sim_model_open(&m[i], MIX[i], 32);
+}
+
+static void mix_close(sim_model *m)
+{
+    for (int i = 0; i < N_MIX; i++)
+        sim_model_close(&m[i]);
+}
+
+/* b / L(b, u) >= rate (the measured one) and 2 L <= SLO: room for the
+ * batch ahead and its own run. (The batch formulation's fill term holds at
+ * the rate the batch was planned for, which may be above the measured one:
+ * a batch that fills slower than planned starts at its deadline - 2 L, the
+ * policy's timer, so the fill never makes a request late.) */
+static void assert_keeps_up(const sim_model *m, const ds_model_plan *p, double rate)
+{
+    double l = ds_latency_us(m->lat, p->batch, p->units);
+    assert_true(p->batch >= 1 && p->units >= 1);
+    assert_true(p->batch / (l / 1e6) >= rate * 0.999);
+    assert_true(2 * l <= SLO_US);
+}
+
+static void test_joint_plan_fits_the_device_where_plans_alone_do_not(void **unused)
+{
+    (void)unused;
+    sim_model m[N_MIX];
+    mix_open(m);
+    uint32_t n_units = m[0].lat->n_units, found = 0;
+    for (double rate = 100; rate <= 400; rate += 25) {
+        ds_plan_request req[N_MIX];
+        ds_model_plan joint[N_MIX], alone[N_MIX];
+        uint32_t sum_j = 0, sum_a = 0;
+        for (int i = 0; i < N_MIX; i++) {
+            req[i] = (ds_plan_request){m[i].lat, SLO_US, rate, 0};
+            assert_int_equal(ds_plan_model(m[i].lat, SLO_US, rate * DS_PLAN_HEADROOM, 0, 0, &alone[i]), DSTACK_OK);
+            sum_a += alone[i].units;
+        }
+        bool fits = ds_plan_joint(req, N_MIX, n_units, DS_PLAN_HEADROOM, joint);
+        for (int i = 0; i < N_MIX; i++)
+            sum_j += joint[i].units;
+        print_message("%.0f req/s each: alone %u+%u+%u+%u = %u units, joint %u+%u+%u+%u = %u (%s)\n", rate,
+                      alone[0].units, alone[1].units, alone[2].units, alone[3].units, sum_a, joint[0].units,
+                      joint[1].units, joint[2].units, joint[3].units, sum_j, fits ? "fits" : "time-shared");
+        if (!fits) {
+            /* then every model is planned alone, as ds_plan_model does */
+            for (int i = 0; i < N_MIX; i++) {
+                assert_int_equal(joint[i].units, alone[i].units);
+                assert_int_equal(joint[i].batch, alone[i].batch);
+            }
+            continue;
+        }
+        assert_true(sum_j <= n_units);
+        for (int i = 0; i < N_MIX; i++)
+            assert_keeps_up(&m[i], &joint[i], rate);
+        found += sum_a > n_units;
+    }
+    /* the point of planning together: some load fits jointly, not alone */
+    assert_true(found > 0);
+    /* and one beyond the device does not fit at all */
+    ds_plan_request req[N_MIX];
+    ds_model_plan out[N_MIX];
+    for (int i = 0; i < N_MIX; i++)
+        req[i] = (ds_plan_request){m[i].lat, SLO_US, 5000, 0};
+    assert_false(ds_plan_joint(req, N_MIX, n_units, DS_PLAN_HEADROOM, out));
+    mix_close(m);
+}
+
+static void test_joint_plan_spreads_spare_units_and_counts_models_left_out(void **unused)
+{
+    (void)unused;
+    sim_model m[N_MIX];
+    mix_open(m);
+    uint32_t n_units = m[0].lat->n_units;
+    ds_plan_request req[N_MIX + 1];
+    ds_model_plan out[N_MIX + 1], least;
+    for (int i = 0; i < N_MIX; i++)
+        req[i] = (ds_plan_request){m[i].lat, SLO_US, 20, 0};
+    /* a light load: the shares grow past the least that keeps up, and
+     * still fit */
+    assert_true(ds_plan_joint(req, N_MIX, n_units, DS_PLAN_HEADROOM, out));
+    uint32_t sum = 0, sum_least = 0;
+    for (int i = 0; i < N_MIX; i++) {
+        assert_true(ds_plan_min_units(m[i].lat, SLO_US, 20 * DS_PLAN_HEADROOM, &least) > 0);
+        assert_true(out[i].units >= least.units);
+        assert_keeps_up(&m[i], &out[i], 20);
+        sum += out[i].units;
+        sum_least += least.units;
+    }
+    print_message("20 req/s each: least shares add up to %u units, joint plan %u of %u\n", sum_least, sum, n_units);
+    assert_true(sum <= n_units);
+    assert_true(sum > sum_least);
+    /* a model without a latency model holds 6 units: the rest fit in 9;
+     * an idle model (rate 0) is planned too */
+    req[N_MIX] = (ds_plan_request){NULL, 0, 0, 6};
+    req[1].rate_per_s = 0;
+    assert_true(ds_plan_joint(req, N_MIX + 1, n_units, DS_PLAN_HEADROOM, out));
+    sum = 0;
+    for (int i = 0; i < N_MIX; i++) {
+        assert_true(out[i].units >= 1 && out[i].batch >= 1);
+        sum += out[i].units;
+    }
+    assert_int_equal(out[N_MIX].units, 6);
+    assert_true(sum <= n_units - 6);
+    /* no room left for the others: not a fit */
+    req[N_MIX].units = n_units;
+    assert_false(ds_plan_joint(req, N_MIX + 1, n_units, DS_PLAN_HEADROOM, out));
+    assert_int_equal(out[N_MIX].units, n_units);
+    mix_close(m);
+}
+
 /* ---- profile cache at registration ---- */
 
 typedef struct log_tally {
@@ -640,6 +758,8 @@ int main(void)
         cmocka_unit_test(test_registration_overrides_win),
         cmocka_unit_test(test_batch_grows_with_rate_and_keeps_the_slo),
         cmocka_unit_test(test_batch_replans_after_a_step_in_rate),
+        cmocka_unit_test(test_joint_plan_fits_the_device_where_plans_alone_do_not),
+        cmocka_unit_test(test_joint_plan_spreads_spare_units_and_counts_models_left_out),
         cmocka_unit_test(test_cached_registration_skips_all_profiling),
         cmocka_unit_test(test_damaged_cache_entry_is_ignored_logged_and_rebuilt),
         cmocka_unit_test(test_cache_off_profiles_every_time),

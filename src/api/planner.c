@@ -6,10 +6,13 @@
  * scheduler (an exponentially decayed count, O(1)), and when it moved by
  * more than 1.5x from the rate of the current plan, computes a new plan
  * from the model's latency model (src/batch) for 1.5x that rate (the most
- * it may reach before the next re-plan) and hands the new batch size
- * and share to the scheduler, which applies them to the next batch it
- * forms: service never stops. Models with fixed_batch, without an SLO or
- * without a latency model are left alone.
+ * it may reach before the next re-plan, DS_PLAN_HEADROOM) and hands the
+ * new batch size and share to the scheduler, which applies them to the
+ * next batch it forms: service never stops. Models with fixed_batch,
+ * without an SLO or without a latency model are left alone. Under the
+ * dstack policy the shares are planned jointly (replan_joint): one model's
+ * rate moving re-plans every model's share, so that they fit the device
+ * together.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -34,7 +37,7 @@ static void replan_one(dstack_ctx *ctx, api_model *am)
     /* Plan for the top of the band the plan must serve: no re-plan comes
      * until the rate leaves [rate / 1.5, rate x 1.5], and a plan sized for
      * `rate` itself falls behind (and misses SLOs) anywhere above it. */
-    if (ds_plan_model(am->lat, am->slo_us, rate * REPLAN_FACTOR, am->fixed_units, 0, &plan) != DSTACK_OK)
+    if (ds_plan_model(am->lat, am->slo_us, rate * DS_PLAN_HEADROOM, am->fixed_units, 0, &plan) != DSTACK_OK)
         return;
     bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
     uint32_t units = cpu ? ctx->exec->device.n_units : plan.units;
@@ -44,6 +47,64 @@ static void replan_one(dstack_ctx *ctx, api_model *am)
     am->info.batch_size = plan.batch;
     am->info.sm_count = ds_api_share_sms(ctx, plan.units);
     am->info.predicted_latency_us = (uint64_t)(plan.latency_us + 0.5);
+}
+
+static bool plannable(const api_model *am) { return am->lat && am->slo_us && !am->fixed_batch; }
+
+/* The D-STACK policy's shares are planned together (ds_plan_joint), so
+ * that they add up to the device while a split that fits exists: when any
+ * model's rate left its band, every model with a latency model, an SLO
+ * and no fixed share or batch is re-planned at once; the others keep
+ * their plans (re-planned alone) and their units count against the
+ * device. Returns false when the joint plan could not run (no memory):
+ * the caller plans each model alone. */
+static bool replan_joint(dstack_ctx *ctx)
+{
+    uint32_t n = ctx->n_live;
+    bool due = false;
+    for (uint32_t i = 0; i < n; i++) {
+        api_model *am = ctx->live[i];
+        if (plannable(am) && !am->fixed_units)
+            due |= ds_replan_due(am->planned_rate, ds_sched_model_rate(ctx->sched, am->handle), REPLAN_FACTOR);
+    }
+    if (!due) {
+        for (uint32_t i = 0; i < n; i++)
+            if (ctx->live[i]->fixed_units)
+                replan_one(ctx, ctx->live[i]);
+        return true;
+    }
+    ds_plan_request *req = ds_calloc(n ? n : 1, sizeof *req);
+    ds_model_plan *plan = ds_calloc(n ? n : 1, sizeof *plan);
+    if (!req || !plan) {
+        free(req);
+        free(plan);
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        api_model *am = ctx->live[i];
+        double rate = ds_sched_model_rate(ctx->sched, am->handle);
+        if (plannable(am) && !am->fixed_units) {
+            req[i] = (ds_plan_request){am->lat, am->slo_us, rate, 0};
+        } else {
+            replan_one(ctx, am);
+            req[i].units = ds_sched_model_units(ctx->sched, am->handle);
+        }
+    }
+    ds_plan_joint(req, n, ctx->exec->device.n_units, DS_PLAN_HEADROOM, plan);
+    for (uint32_t i = 0; i < n; i++) {
+        api_model *am = ctx->live[i];
+        if (!req[i].lat || plan[i].batch == 0 || plan[i].units == 0)
+            continue;
+        if (ds_sched_model_update(ctx->sched, am->handle, plan[i].batch, plan[i].units) != DSTACK_OK)
+            continue;
+        am->planned_rate = req[i].rate_per_s;
+        am->info.batch_size = plan[i].batch;
+        am->info.sm_count = ds_api_share_sms(ctx, plan[i].units);
+        am->info.predicted_latency_us = (uint64_t)(plan[i].latency_us + 0.5);
+    }
+    free(req);
+    free(plan);
+    return true;
 }
 
 static void *planner_main(void *arg)
@@ -60,8 +121,11 @@ static void *planner_main(void *arg)
             ;
         if (ctx->planner_stop)
             break;
-        for (uint32_t i = 0; i < ctx->n_live; i++)
-            replan_one(ctx, ctx->live[i]);
+        bool joint = ctx->policy->id == DSTACK_POLICY_DSTACK && ctx->backend != DSTACK_BACKEND_CPU &&
+                     ctx->exec->device.n_units > 1;
+        if (!joint || !replan_joint(ctx))
+            for (uint32_t i = 0; i < ctx->n_live; i++)
+                replan_one(ctx, ctx->live[i]);
     }
     pthread_mutex_unlock(&ctx->plan_lock);
     return NULL;

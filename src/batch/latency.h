@@ -93,6 +93,56 @@ typedef struct ds_model_plan {
 dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double rate_per_s, uint32_t fixed_units,
                             uint32_t fixed_batch, ds_model_plan *out);
 
+/* The headroom a plan keeps over the measured arrival rate: Poisson
+ * arrivals bunch up, and no re-plan comes until the rate leaves
+ * [rate / 1.5, rate x 1.5], so a plan is made for 1.5x the measured rate
+ * (the top of that band). The library's planner (src/api/planner.c) and
+ * bench/sched_compare both use it, so the benchmark plans as the library
+ * does. */
+#define DS_PLAN_HEADROOM 1.5
+
+/* The fewest units u on which model m, at `rate_per_s` and `slo_us`, has
+ * a batch that meets the SLO (batch.h's W(b) <= SLO) and keeps up with the
+ * rate; its plan in *out. 0 when no share of the device does (then *out is
+ * not written). */
+uint32_t ds_plan_min_units(const ds_latency_model *m, uint64_t slo_us, double rate_per_s, ds_model_plan *out);
+
+/* One model's part in a joint plan. */
+typedef struct ds_plan_request {
+    const ds_latency_model *lat; /* NULL: not planned, holds `units` */
+    uint64_t slo_us;             /* 0: not planned, holds `units` */
+    double rate_per_s;           /* measured arrival rate (<= 0: idle) */
+    uint32_t units;              /* what a model left out holds */
+} ds_plan_request;
+
+/* Plan n models that share one device of n_units jointly (the D-STACK
+ * policy's shares):
+ *
+ *   u_i(s) = ds_plan_min_units(model i, rate_i x headroom x s)
+ *   s*     = the largest s on a geometric grid of 48 margins from
+ *            1 / headroom (the measured rate itself) to 64 with
+ *            sum_i u_i(s) <= n_units
+ *
+ * Each model gets u_i(s*) units and the batch planned for them at
+ * rate_i x headroom x min(s*, 1): the shares add up to at most the device,
+ * every model keeps up with its measured rate, and units the smallest
+ * shares leave are spread so that every model keeps the same margin s*.
+ * The grid is scanned, not bisected: u_i(s) is not monotone (a higher
+ * rate fills a batch sooner, so a larger batch meets the SLO on fewer
+ * units). A per-model plan (ds_plan_model: most throughput per SM) sizes
+ * each model alone, and its shares can add up to more than the device
+ * while a split that fits exists (resnet50, mobilenet_v2, vgg19 and
+ * alexnet at 200 req/s each on the simulated H100, 25 ms SLO: 4 + 3 + 10
+ * + 4 units planned alone, 2 + 1 + 11 + 1 jointly; tests/test_plan.c).
+ *
+ * When no margin fits (the load needs more than the device) returns false
+ * and writes every out[i] with ds_plan_model alone at rate_i x headroom:
+ * the shares overlap and the policy time-shares. Idle models (rate <= 0)
+ * are planned for one request per second. Models left out (no latency
+ * model or no SLO) get out[i].units = their `units`, counted against the
+ * device. Cost: at most 48 x n x n_units x max_batch latency lookups. */
+bool ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_units, double headroom, ds_model_plan *out);
+
 /* Re-plan when the measured rate differs from the planned one by more than
  * `factor` either way (1.5 by default in the library), or when nothing was
  * planned from a measurement yet and a rate is known. */

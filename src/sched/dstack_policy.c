@@ -62,11 +62,20 @@
  * the latency model (a table lookup); no allocation after the first picks
  * (scratch arrays kept in the state).
  *
+ * The shares it places come from the joint plan (ds_plan_joint in
+ * src/batch/latency.h, run by the library's planner thread): every model's
+ * share sized together so that they fit the device while a split that
+ * fits exists (the fewest units that keep up with 1.5x the measured rate,
+ * the spare spread as an equal margin), and per-model plans that time-share
+ * when none does. Planned alone, the four-CNN mix's shares added up to
+ * 18-26 units of 15 at every rate, so the policy time-shared where a
+ * spatial split existed.
+ *
  * What the simulator says about it (bench/results/sched-compare-sim.md):
- * on the H100 model, CNNs at a 25 ms SLO run large batches whose latency
- * scales almost linearly to 60-100 SMs, so partitions gain 1.1-1.3x over
- * temporal sharing, and sharing SMs at block granularity (streams) packs
- * better than 8-SM units can.
+ * on the H100 model, CNNs at a 25 ms SLO run batches whose latency scales
+ * almost linearly to 60-100 SMs, so partitions gain 1.2x over temporal
+ * sharing on the four-CNN mix, and sharing SMs at block granularity
+ * (streams) packs better than 8-SM units can.
  */
 #include <stdlib.h>
 #include <string.h>
