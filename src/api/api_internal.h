@@ -36,6 +36,7 @@ struct dstack_ctx {
     pthread_cond_t plan_cv;
     struct api_model **live;          /* registered models, in order */
     uint32_t n_live, cap_live;
+    uint64_t live_gen, planned_gen;   /* bumped when the list changes; its value at the last joint plan */
 };
 
 /* The context's logger for ds_log (NULL ctx: NULL, which logs nothing). */

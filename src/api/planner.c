@@ -61,7 +61,8 @@ static bool plannable(const api_model *am) { return am->lat && am->slo_us && !am
 static bool replan_joint(dstack_ctx *ctx)
 {
     uint32_t n = ctx->n_live;
-    bool due = false;
+    /* a model that came or went changes every share */
+    bool due = ctx->live_gen != ctx->planned_gen;
     for (uint32_t i = 0; i < n; i++) {
         api_model *am = ctx->live[i];
         if (plannable(am) && !am->fixed_units)
@@ -91,13 +92,14 @@ static bool replan_joint(dstack_ctx *ctx)
         }
     }
     ds_plan_joint(req, n, ctx->exec->device.n_units, DS_PLAN_HEADROOM, plan);
+    ctx->planned_gen = ctx->live_gen;
     for (uint32_t i = 0; i < n; i++) {
         api_model *am = ctx->live[i];
         if (!req[i].lat || plan[i].batch == 0 || plan[i].units == 0)
             continue;
         if (ds_sched_model_update(ctx->sched, am->handle, plan[i].batch, plan[i].units) != DSTACK_OK)
             continue;
-        am->planned_rate = req[i].rate_per_s;
+        am->planned_rate = req[i].rate_per_s > 0 ? req[i].rate_per_s : am->planned_rate;
         am->info.batch_size = plan[i].batch;
         am->info.sm_count = ds_api_share_sms(ctx, plan[i].units);
         am->info.predicted_latency_us = (uint64_t)(plan[i].latency_us + 0.5);
@@ -180,8 +182,10 @@ dstack_status ds_planner_add(dstack_ctx *ctx, api_model *am)
             st = ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for the planner's model list");
         }
     }
-    if (st == DSTACK_OK)
+    if (st == DSTACK_OK) {
         ctx->live[ctx->n_live++] = am;
+        ctx->live_gen++;
+    }
     pthread_mutex_unlock(&ctx->plan_lock);
     return st;
 }
@@ -191,6 +195,7 @@ void ds_planner_remove(dstack_ctx *ctx, api_model *am)
     pthread_mutex_lock(&ctx->plan_lock);
     for (uint32_t i = 0; i < ctx->n_live; i++) {
         if (ctx->live[i] == am) {
+            ctx->live_gen++;
             ctx->live[i] = ctx->live[--ctx->n_live];
             break;
         }

@@ -75,6 +75,10 @@ bool ds_replan_due(double planned, double measured, double factor)
         return false;
     if (!(planned > 0) || isinf(planned))
         return true;
+    /* below one request per second a model is idle: a decaying rate
+     * (1.5x down every 0.4 s with a 1 s window) re-plans nothing */
+    measured = measured > DS_IDLE_RATE ? measured : DS_IDLE_RATE;
+    planned = planned > DS_IDLE_RATE ? planned : DS_IDLE_RATE;
     return measured > planned * factor || measured * factor < planned;
 }
 
@@ -177,88 +181,141 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
     return DSTACK_OK;
 }
 
+/* The most requests/s a share of u units serves within the SLO while its
+ * queue never empties: the largest b / L(b, u) over the batches with
+ * 2 L(b, u) <= SLO (room for the batch ahead and its own run); the batch
+ * in *batch. 0 when no batch fits. */
+static double saturated_rps(const ds_latency_model *m, uint64_t slo_us, uint32_t u, uint32_t *batch)
+{
+    double best = 0;
+    *batch = 1;
+    for (uint32_t b = 1; b <= m->max_batch; b++) {
+        double l = ds_latency_us(m, b, u);
+        if (!(l > 0) || (slo_us && 2 * l > (double)slo_us))
+            continue; /* L need not grow monotonically with b: keep looking */
+        double t = b / l * 1e6;
+        if (t > best) {
+            best = t;
+            *batch = b;
+        }
+    }
+    return best;
+}
+
+/* Model m's plan on u units for `rate`: the batch formulation's batch
+ * (batch.h) when it keeps up, else the batch that serves the most while
+ * the queue is full (the policy's timer starts a batch that fills slower
+ * than planned at its deadline - 2 L, so the fill never makes a request
+ * late, and a queue that builds up fills the batch). */
+static void plan_at_units(const ds_latency_model *m, uint64_t slo_us, double rate, uint32_t u, ds_model_plan *out)
+{
+    if (ds_plan_model(m, slo_us, rate, u, 0, out) == DSTACK_OK &&
+        !(out->flags & (DS_BATCH_INFEASIBLE | DS_BATCH_OVERLOADED)))
+        return;
+    uint32_t b;
+    saturated_rps(m, slo_us, u, &b);
+    out->units = u;
+    out->batch = b;
+    out->latency_us = ds_latency_us(m, b, u);
+    out->knee_units = ds_latency_knee_units(m, b);
+    out->flags = 0;
+}
+
 uint32_t ds_plan_min_units(const ds_latency_model *m, uint64_t slo_us, double rate, ds_model_plan *out)
 {
-    if (m->n_b == 0 || m->n_units == 0 || m->max_batch == 0)
+    if (m->n_b == 0 || m->n_units == 0 || m->max_batch == 0 || !(rate > 0))
         return 0;
     for (uint32_t u = 1; u <= m->n_units; u++) {
-        at_share s = {m, u};
-        ds_batch_plan p;
-        ds_batch_query q = {m->max_batch, slo_us, rate, u * (m->unit_sms ? m->unit_sms : 1)};
-        if (ds_batch_pick_for_slo(&q, latency_at_share, &s, &p) != DSTACK_OK)
-            return 0;
-        if (p.flags & (DS_BATCH_INFEASIBLE | DS_BATCH_OVERLOADED))
-            continue;
-        out->units = u;
-        out->batch = p.batch;
-        out->latency_us = ds_latency_us(m, p.batch, u);
-        out->knee_units = ds_latency_knee_units(m, p.batch);
-        out->flags = p.flags;
-        return u;
+        uint32_t b;
+        if (saturated_rps(m, slo_us, u, &b) >= rate) {
+            plan_at_units(m, slo_us, rate, u, out);
+            return u;
+        }
     }
     return 0;
 }
 
-/* Idle models are planned as if one request per second came. */
-#define IDLE_RATE 1.0
 
 static bool joint_member(const ds_plan_request *r) { return r->lat && r->slo_us; }
 
-/* sum_i u_i(s) over the planned models, plus what the others hold; plans
- * in out when it fits. UINT32_MAX when some model fits nowhere. */
-static uint32_t joint_units(const ds_plan_request *req, uint32_t n, double headroom, double s, ds_model_plan *out)
+static double joint_rate(const ds_plan_request *r) { return r->rate_per_s >= DS_IDLE_RATE ? r->rate_per_s : DS_IDLE_RATE; }
+
+/* Units the joint plan needs at margin s: for every planned model the
+ * fewest units whose saturated rate (cap[i][u - 1]) is at least
+ * rate x headroom x s, in units[i]; plus what the others hold. In 64 bits:
+ * UINT64_MAX when some model fits nowhere. */
+static uint64_t joint_units(const ds_plan_request *req, uint32_t n, const double *cap, double headroom, double s,
+                            uint32_t *units)
 {
-    uint32_t sum = 0;
+    uint64_t sum = 0;
     for (uint32_t i = 0; i < n; i++) {
         const ds_plan_request *r = &req[i];
         if (!joint_member(r)) {
             sum += r->units;
             continue;
         }
-        double rate = r->rate_per_s > 0 ? r->rate_per_s : IDLE_RATE;
-        if (ds_plan_min_units(r->lat, r->slo_us, rate * headroom * s, &out[i]) == 0)
-            return UINT32_MAX;
-        sum += out[i].units;
+        double want = joint_rate(r) * headroom * s;
+        uint32_t u = 1, top = r->lat->n_units;
+        while (u <= top && cap[(size_t)i * 64 + u - 1] < want)
+            u++;
+        if (u > top)
+            return UINT64_MAX;
+        units[i] = u;
+        sum += u;
     }
     return sum;
 }
 
 bool ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_units, double headroom, ds_model_plan *out)
 {
-    enum { GRID = 48 };
+    enum { STEPS = 24 };
     const double S_MAX = 64;
     if (n == 0)
         return true;
-    /* u_i(s) is not monotone in s: a higher rate fills a batch sooner, so
-     * a larger batch meets the SLO and a smaller share may keep up (vgg19
-     * on the simulated H100: 13 units at 250 req/s, 11 at 300). So the
-     * margins are scanned, largest first, on a geometric grid from the
-     * measured rate itself (s = 1 / headroom) up. */
-    double s_min = headroom > 1 ? 1 / headroom : 1;
-    double best = 0;
-    for (int k = GRID - 1; k >= 0 && best == 0; k--) {
-        double sk = s_min * pow(S_MAX / s_min, (double)k / (GRID - 1));
-        if (joint_units(req, n, headroom, sk, out) <= n_units)
-            best = sk;
-    }
-    bool fits = best > 0;
-    if (fits) {
-        joint_units(req, n, headroom, best, out);
-        /* each model's batch for the units it got, at the rate the headroom
-         * asks for (or the margin found, when that is less): the margin is
-         * in the share, not in a batch that waits longer to fill */
+    if (!(headroom >= 1))
+        headroom = 1; /* NaN, or less than the rate itself: no headroom */
+    /* cap[i][u - 1]: model i's saturated rate on u units, once per call */
+    double *cap = ds_malloc((size_t)n * 64 * sizeof *cap);
+    uint32_t *units = ds_calloc(n, sizeof *units);
+    bool fits = false;
+    if (cap && units) {
         for (uint32_t i = 0; i < n; i++) {
             const ds_plan_request *r = &req[i];
             if (!joint_member(r))
                 continue;
-            double rate = r->rate_per_s > 0 ? r->rate_per_s : IDLE_RATE;
-            ds_model_plan p;
-            if (ds_plan_model(r->lat, r->slo_us, rate * headroom * (best < 1 ? best : 1), out[i].units, 0, &p) ==
-                    DSTACK_OK &&
-                !(p.flags & (DS_BATCH_INFEASIBLE | DS_BATCH_OVERLOADED)))
-                out[i] = p;
+            for (uint32_t u = 1; u <= r->lat->n_units && u <= 64; u++) {
+                uint32_t b;
+                cap[(size_t)i * 64 + u - 1] = saturated_rps(r->lat, r->slo_us, u, &b);
+            }
+        }
+        /* u_i(s) grows with s: bisect for the largest margin that fits,
+         * from the measured rate itself (s = 1 / headroom) up */
+        double lo = 1 / headroom, hi = S_MAX;
+        if (joint_units(req, n, cap, headroom, lo, units) <= n_units) {
+            fits = true;
+            if (joint_units(req, n, cap, headroom, hi, units) <= n_units) {
+                lo = hi;
+            } else {
+                for (int k = 0; k < STEPS; k++) {
+                    double mid = sqrt(lo * hi); /* the margin is a ratio */
+                    if (joint_units(req, n, cap, headroom, mid, units) <= n_units)
+                        lo = mid;
+                    else
+                        hi = mid;
+                }
+            }
+            joint_units(req, n, cap, headroom, lo, units);
+            /* the batch for the units each got, at the rate the headroom
+             * asks for (the margin is in the share, not in a batch that
+             * waits longer to fill) */
+            for (uint32_t i = 0; i < n; i++)
+                if (joint_member(&req[i]))
+                    plan_at_units(req[i].lat, req[i].slo_us, joint_rate(&req[i]) * headroom * (lo < 1 ? lo : 1),
+                                  units[i], &out[i]);
         }
     }
+    free(cap);
+    free(units);
     for (uint32_t i = 0; i < n; i++) {
         const ds_plan_request *r = &req[i];
         if (!joint_member(r)) {
@@ -268,8 +325,7 @@ bool ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_units, dou
         }
         if (fits)
             continue;
-        double rate = r->rate_per_s > 0 ? r->rate_per_s : IDLE_RATE;
-        if (ds_plan_model(r->lat, r->slo_us, rate * headroom, 0, 0, &out[i]) != DSTACK_OK) {
+        if (ds_plan_model(r->lat, r->slo_us, joint_rate(r) * headroom, 0, 0, &out[i]) != DSTACK_OK) {
             memset(&out[i], 0, sizeof out[i]);
             out[i].units = r->lat->n_units;
             out[i].batch = 1;

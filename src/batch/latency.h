@@ -101,10 +101,19 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
  * does. */
 #define DS_PLAN_HEADROOM 1.5
 
-/* The fewest units u on which model m, at `rate_per_s` and `slo_us`, has
- * a batch that meets the SLO (batch.h's W(b) <= SLO) and keeps up with the
- * rate; its plan in *out. 0 when no share of the device does (then *out is
- * not written). */
+/* Below one request per second a model counts as idle: ds_plan_joint plans
+ * it for that rate, and ds_replan_due sees no change between rates under
+ * it (a rate decays toward 0, never reaching it, once requests stop). */
+#define DS_IDLE_RATE 1.0
+
+/* The fewest units u on which model m keeps up with `rate_per_s` within
+ * `slo_us` while its queue is full: some batch b has 2 L(b, u) <= SLO (room
+ * for the batch ahead and its own run) and b / L(b, u) >= rate. Its plan in
+ * *out: the batch formulation's batch on those units (batch.h) when that
+ * keeps up, else that saturated batch (the policy's timer starts a batch
+ * that fills slower than planned at its deadline - 2 L, so the fill term
+ * never makes a request late). 0 when no share of the device does (then
+ * *out is not written) or the rate is not positive. */
 uint32_t ds_plan_min_units(const ds_latency_model *m, uint64_t slo_us, double rate_per_s, ds_model_plan *out);
 
 /* One model's part in a joint plan. */
@@ -119,33 +128,35 @@ typedef struct ds_plan_request {
  * policy's shares):
  *
  *   u_i(s) = ds_plan_min_units(model i, rate_i x headroom x s)
- *   s*     = the largest s on a geometric grid of 48 margins from
- *            1 / headroom (the measured rate itself) to 64 with
- *            sum_i u_i(s) <= n_units
+ *   s*     = the largest s in [1 / headroom, 64] with
+ *            sum_i u_i(s) <= n_units (bisection: u_i grows with s)
  *
  * Each model gets u_i(s*) units and the batch planned for them at
  * rate_i x headroom x min(s*, 1): the shares add up to at most the device,
- * every model keeps up with its measured rate, and units the smallest
- * shares leave are spread so that every model keeps the same margin s*.
- * The grid is scanned, not bisected: u_i(s) is not monotone (a higher
- * rate fills a batch sooner, so a larger batch meets the SLO on fewer
- * units). A per-model plan (ds_plan_model: most throughput per SM) sizes
- * each model alone, and its shares can add up to more than the device
- * while a split that fits exists (resnet50, mobilenet_v2, vgg19 and
- * alexnet at 200 req/s each on the simulated H100, 25 ms SLO: 4 + 3 + 10
- * + 4 units planned alone, 2 + 1 + 11 + 1 jointly; tests/test_plan.c).
+ * every model keeps up with its measured rate (s* >= 1 / headroom), and
+ * the units the smallest shares leave are spread so that every model keeps
+ * the same margin s* over its rate. A per-model plan (ds_plan_model: most
+ * throughput per SM) sizes each model alone, and its shares can add up to
+ * more than the device while a split that fits exists (resnet50,
+ * mobilenet_v2, vgg19 and alexnet at 200 req/s each on the simulated
+ * H100, 25 ms SLO: 4 + 3 + 10 + 4 units planned alone, 2 + 1 + 11 + 1
+ * jointly; tests/test_plan.c).
  *
  * When no margin fits (the load needs more than the device) returns false
  * and writes every out[i] with ds_plan_model alone at rate_i x headroom:
- * the shares overlap and the policy time-shares. Idle models (rate <= 0)
- * are planned for one request per second. Models left out (no latency
- * model or no SLO) get out[i].units = their `units`, counted against the
- * device. Cost: at most 48 x n x n_units x max_batch latency lookups. */
+ * the shares overlap and the policy time-shares; the same when there is no
+ * memory for the n x 64 table of saturated rates. Rates under DS_IDLE_RATE
+ * (idle, NaN) are planned as DS_IDLE_RATE; a headroom under 1 (or NaN)
+ * counts as 1. Models left out (no latency model or no SLO) get
+ * out[i].units = their `units`, counted against the device (sums in 64
+ * bits). Cost: n x n_units x max_batch latency lookups for the table, then
+ * n x n_units per bisection step, 24 steps. */
 bool ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_units, double headroom, ds_model_plan *out);
 
 /* Re-plan when the measured rate differs from the planned one by more than
  * `factor` either way (1.5 by default in the library), or when nothing was
- * planned from a measurement yet and a rate is known. */
+ * planned from a measurement yet and a rate is known. Rates under
+ * DS_IDLE_RATE count as DS_IDLE_RATE. */
 bool ds_replan_due(double planned_rate, double measured_rate, double factor);
 
 /* Serialization for the profile cache (src/profile/cache.h), field by field
