@@ -194,7 +194,7 @@ static void test_context_stats_show_what_the_scheduler_does(void **state)
     assert_int_equal(s.batch_size, 4);
     assert_int_equal(s.sm_count, ia.sm_count);
     assert_true(s.gpu_share > 0 && s.gpu_share < 1);
-    assert_true(s.arrival_rps > 0);
+    assert_true(s.arrival_rps == 0); /* 12 samples: not known yet (dstack.h); measured in the next test */
     assert_int_equal(dstack_ctx_stats_get(ctx, NULL), DSTACK_ERR_INVALID_ARGUMENT);
     cs.struct_size = 3;
     assert_int_equal(dstack_ctx_stats_get(ctx, &cs), DSTACK_ERR_INVALID_ARGUMENT);

@@ -1,14 +1,16 @@
 /* test_batch.c - the SLO-bounded batch optimizer (src/batch/batch.h) and the
- * arrival-rate tracker (src/batch/rate.h), in virtual time. */
+ * arrival-rate tracker (src/util/rate.h), in virtual time. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdbool.h>
 
 #include "batch/batch.h"
-#include "batch/rate.h"
+#include "batch/latency.h"
+#include "util/rate.h"
 
 #define MAX_BATCH 32
 
@@ -171,16 +173,32 @@ static void arrive_steady(ds_rate_tracker *t, uint64_t *now, uint64_t period_ns,
     }
 }
 
+/* The library's re-plan rule (ds_replan_due, 1.5x) on the tracker's rate;
+ * *planned is the rate of the last plan, 0 before the first. */
+static bool due(const ds_rate_tracker *t, const double *planned, uint64_t now)
+{
+    return ds_replan_due(*planned, ds_rate_per_s(t, now), 1.5);
+}
+
 static void test_rate_tracks_a_steady_rate(void **unused)
 {
     (void)unused;
     ds_rate_tracker t;
     uint64_t now = 5 * SEC;
-    ds_rate_init(&t, now, 0, 0.0, 0);
+    double planned = 0;
+    ds_rate_init(&t, now, 0, 8);
     assert_true(ds_rate_per_s(&t, now) == 0.0); /* unknown */
-    assert_false(ds_rate_replan_due(&t, now));
+    assert_false(due(&t, &planned, now));
     arrive_steady(&t, &now, 10 * MS, 200 * MS); /* 100/s for 0.2 tau: bias-corrected */
     assert_true(fabs(ds_rate_per_s(&t, now) - 100.0) < 5.0);
+    /* the default guard (32 samples) still calls 20 arrivals unknown */
+    ds_rate_tracker d;
+    uint64_t dn = now;
+    ds_rate_init(&d, dn, 0, 0);
+    arrive_steady(&d, &dn, 10 * MS, 200 * MS);
+    assert_true(ds_rate_per_s(&d, dn) == 0.0);
+    arrive_steady(&d, &dn, 10 * MS, 200 * MS);
+    assert_true(fabs(ds_rate_per_s(&d, dn) - 100.0) < 5.0);
     arrive_steady(&t, &now, 10 * MS, 5 * SEC);
     assert_true(fabs(ds_rate_per_s(&t, now) - 100.0) < 2.0);
 }
@@ -190,28 +208,29 @@ static void test_rate_replans_after_a_step_change_only(void **unused)
     (void)unused;
     ds_rate_tracker t;
     uint64_t now = 0;
-    ds_rate_init(&t, now, SEC, 1.5, 8);
+    double planned = 0;
+    ds_rate_init(&t, now, SEC, 8);
     arrive_steady(&t, &now, 10 * MS, 50 * MS);
-    assert_false(ds_rate_replan_due(&t, now)); /* 5 arrivals: not known yet */
+    assert_false(due(&t, &planned, now)); /* 5 arrivals: not known yet */
     arrive_steady(&t, &now, 10 * MS, 50 * MS);
-    assert_true(ds_rate_replan_due(&t, now)); /* known, never planned */
-    ds_rate_planned(&t, ds_rate_per_s(&t, now));
+    assert_true(due(&t, &planned, now)); /* known, never planned */
+    planned = ds_rate_per_s(&t, now);
     arrive_steady(&t, &now, 10 * MS, 3 * SEC);
-    assert_false(ds_rate_replan_due(&t, now));
-    ds_rate_planned(&t, ds_rate_per_s(&t, now));
+    assert_false(due(&t, &planned, now));
+    planned = ds_rate_per_s(&t, now);
     /* 1.2x: within the factor, never due. */
     for (int i = 0; i < 40; i++) {
         arrive_steady(&t, &now, 8333333, 100 * MS);
-        assert_false(ds_rate_replan_due(&t, now));
+        assert_false(due(&t, &planned, now));
     }
     /* 3x: due within one tau of the step. */
     uint64_t step = now;
-    while (!ds_rate_replan_due(&t, now)) {
+    while (!due(&t, &planned, now)) {
         arrive_steady(&t, &now, 3333333, 10 * MS);
         assert_true(now - step < SEC);
     }
-    ds_rate_planned(&t, ds_rate_per_s(&t, now));
-    assert_false(ds_rate_replan_due(&t, now));
+    planned = ds_rate_per_s(&t, now);
+    assert_false(due(&t, &planned, now));
 }
 
 static void test_rate_sees_traffic_stop_without_arrivals(void **unused)
@@ -219,28 +238,36 @@ static void test_rate_sees_traffic_stop_without_arrivals(void **unused)
     (void)unused;
     ds_rate_tracker t;
     uint64_t now = 0;
-    ds_rate_init(&t, now, SEC, 1.5, 8);
+    ds_rate_init(&t, now, SEC, 8);
     arrive_steady(&t, &now, MS, 3 * SEC);
-    ds_rate_planned(&t, ds_rate_per_s(&t, now));
-    assert_false(ds_rate_replan_due(&t, now));
-    assert_true(ds_rate_replan_due(&t, now + SEC)); /* e^-1: more than 1.5x down */
+    double planned = ds_rate_per_s(&t, now);
+    assert_false(due(&t, &planned, now));
+    assert_true(due(&t, &planned, now + SEC)); /* e^-1: more than 1.5x down */
     assert_true(ds_rate_per_s(&t, now + 60 * SEC) < 1e-6);
+    /* and once it is idle (under DS_IDLE_RATE), decaying further re-plans
+     * nothing */
+    planned = ds_rate_per_s(&t, now + 20 * SEC);
+    assert_true(planned < DS_IDLE_RATE);
+    assert_false(due(&t, &planned, now + 30 * SEC));
 }
 
 static void test_rate_time_going_back_is_now(void **unused)
 {
     (void)unused;
     ds_rate_tracker t;
-    ds_rate_init(&t, 10 * SEC, SEC, 1.5, 1);
+    ds_rate_init(&t, 10 * SEC, SEC, 1);
     ds_rate_arrival(&t, 11 * SEC, 10);
     double r = ds_rate_per_s(&t, 11 * SEC);
     ds_rate_arrival(&t, 10 * SEC, 10); /* earlier than the last update */
     assert_true(ds_rate_per_s(&t, 5 * SEC) > r);
     assert_true(isfinite(ds_rate_per_s(&t, 5 * SEC)));
     ds_rate_tracker z;
-    ds_rate_init(&z, 0, SEC, 1.5, 1);
-    ds_rate_arrival(&z, 0, 4); /* all at the start instant */
-    assert_true(isfinite(ds_rate_per_s(&z, 0)) && ds_rate_per_s(&z, 0) > 0.0);
+    ds_rate_init(&z, 0, SEC, 1);
+    ds_rate_arrival(&z, 0, 4); /* all at the start instant: too soon to say */
+    assert_true(ds_rate_per_s(&z, 0) == 0.0);
+    assert_true(ds_rate_per_s(&z, 10 * MS) == 0.0); /* 1% of the window */
+    double later = ds_rate_per_s(&z, 100 * MS);
+    assert_true(isfinite(later) && later > 0.0);
 }
 
 int main(void)

@@ -7,6 +7,7 @@
 
 #include "util/error.h"
 #include "util/fault.h"
+#include "util/rate.h"
 
 typedef enum model_state { MODEL_LIVE, MODEL_REMOVING } model_state;
 
@@ -30,9 +31,6 @@ typedef struct model_counters {
     ds_hist latency_us;
 } model_counters;
 
-/* Arrival rate of samples: an exponentially weighted count over a window,
- * updated at submit in O(1). */
-#define RATE_WINDOW_NS 1000000000ull
 
 struct dstack_model {
     uint32_t slot;
@@ -69,8 +67,7 @@ struct dstack_model {
     const void **batch_in;
     void **batch_out;
     uint64_t registered_ns;
-    double rate_rps;
-    uint64_t rate_last_ns;
+    ds_rate_tracker rate;     /* arrival rate of samples (util/rate.h), O(1) at submit */
     ds_policy_mstate ps;
     ds_core_run_tag tag;
     model_counters stats;
@@ -481,7 +478,7 @@ dstack_status ds_core_add_model(ds_core *c, const ds_sched_model_config *cfg, ui
     c->slots[m->slot].m = m;
     m->id = ++c->next_id;
     m->registered_ns = now;
-    m->rate_last_ns = now;
+    ds_rate_init(&m->rate, now, 0, 0);
     c->models[c->n_models++] = m;
     *out = handle_of(m);
     return DSTACK_OK;
@@ -576,26 +573,7 @@ dstack_status ds_core_model_update(ds_core *c, dstack_model *h, uint32_t batch_s
     return DSTACK_OK;
 }
 
-/* An exponentially decayed count of arrivals with time constant tau
- * estimates the rate: in steady state sum(exp(-age/tau)) / tau = lambda. */
-/* The raw decayed count. */
-static double decayed_count(const dstack_model *m, uint64_t now)
-{
-    if (now <= m->rate_last_ns)
-        return m->rate_rps;
-    return m->rate_rps * exp(-(double)(now - m->rate_last_ns) / (double)RATE_WINDOW_NS);
-}
-
-/* The estimate: the count over the window seen so far. Right after
- * registration the count has had only t of the window to accumulate,
- * lambda (1 - exp(-t/tau)) in steady state, so it is divided by that:
- * without it a model's first second reads as a fraction of its load. */
-static double decayed_rate(const dstack_model *m, uint64_t now)
-{
-    double seen = now > m->registered_ns ? (double)(now - m->registered_ns) / (double)RATE_WINDOW_NS : 0.0;
-    double frac = 1.0 - exp(-seen);
-    return frac > 0.05 ? decayed_count(m, now) / frac : 0.0;
-}
+static double decayed_rate(const dstack_model *m, uint64_t now) { return ds_rate_per_s(&m->rate, now); }
 
 double ds_core_model_rate(const ds_core *c, const dstack_model *h, uint64_t now)
 {
@@ -668,13 +646,6 @@ static uint32_t request_samples(const dstack_request *req)
     return req->n_samples ? req->n_samples : 1;
 }
 
-static void update_rate(dstack_model *m, uint64_t now, uint32_t samples)
-{
-    m->rate_rps = decayed_count(m, now) + samples * (1e9 / (double)RATE_WINDOW_NS);
-    if (now > m->rate_last_ns)
-        m->rate_last_ns = now;
-}
-
 dstack_status ds_core_submit(ds_core *c, dstack_model *h, const dstack_request *req, uint64_t now,
                              dstack_ticket *ticket)
 {
@@ -716,7 +687,7 @@ dstack_status ds_core_submit(ds_core *c, dstack_model *h, const dstack_request *
     m->live_samples += samples;
     m->outstanding += samples;
     m->stats.submitted++;
-    update_rate(m, now, samples);
+    ds_rate_arrival(&m->rate, now, samples);
     *ticket = r->ticket;
     return DSTACK_OK;
 }

@@ -73,7 +73,7 @@
  *
  * What the simulator says about it (bench/results/sched-compare-sim.md):
  * on the H100 model, CNNs at a 25 ms SLO run batches whose latency scales
- * almost linearly to 60-100 SMs, so partitions gain 1.15x over temporal
+ * almost linearly to 60-100 SMs, so partitions gain 1.18x over temporal
  * sharing on the four-CNN mix (and the joint plan costs the eight-model
  * mix 13% against shares planned alone), and sharing SMs at block granularity
  * (streams) packs better than 8-SM units can.
