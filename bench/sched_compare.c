@@ -245,7 +245,9 @@ static void plan_joint(const replan_ctx *rc, const double *rate, ds_model_plan *
     ds_plan_request req[MAX_MODELS];
     for (uint32_t i = 0; i < rc->n; i++)
         req[i] = (ds_plan_request){rc->ms[i].lat, rc->ms[i].slo_us, rate[i], 0};
-    bool f = ds_plan_joint(req, rc->n, rc->n_units, DS_PLAN_HEADROOM, out);
+    bool f = false;
+    if (ds_plan_joint(req, rc->n, rc->n_units, DS_PLAN_HEADROOM, out, &f) != DSTACK_OK)
+        fprintf(stderr, "sched_compare: joint plan: %s (planned alone)\n", dstack_last_error());
     if (getenv("SCHED_COMPARE_DEBUG")) {
         fprintf(stderr, "joint plan %s:", f ? "fits" : "time-shared");
         for (uint32_t i = 0; i < rc->n; i++)

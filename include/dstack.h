@@ -465,8 +465,8 @@ typedef struct dstack_model_stats {
     uint32_t batch_size;       /* samples per batch it aims for (re-planned online) */
     uint32_t sm_count;         /* SMs of its share (its knee; 0 on cpu) */
     double arrival_rps;        /* measured arrival rate of samples, per second
-                                * (a 1 s decayed count); 0 = not known yet: before
-                                * 32 samples and 51 ms since registration */
+                                * (a 1 s decayed count); 0 = not known yet: fewer
+                                * than 32 requests, or under 51 ms since registration */
     double gpu_share;          /* its batches' partition-time over the device's
                                 * partition-time since registration, 0..1 */
 } dstack_model_stats;

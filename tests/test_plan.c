@@ -23,6 +23,7 @@
 #include "sched/des.h"
 #include "sched/policy.h"
 #include "sim/sim.h"
+#include "util/fault.h"
 #include "util/sha256.h"
 
 #define SLO_US 25000u
@@ -403,6 +404,14 @@ static void test_batch_replans_after_a_step_in_rate(void **unused)
 
 /* ---- joint plan of the D-STACK shares ---- */
 
+/* ds_plan_joint, which must succeed; returns whether the shares fit */
+static bool plan_joint_ok(const ds_plan_request *req, uint32_t n, uint32_t n_units, double headroom, ds_model_plan *out)
+{
+    bool fits = !n;
+    assert_int_equal(ds_plan_joint(req, n, n_units, headroom, out, &fits), DSTACK_OK);
+    return fits;
+}
+
 static const char *const MIX[] = {"resnet50", "mobilenet_v2", "vgg19", "alexnet"};
 #define N_MIX 4
 
@@ -454,7 +463,7 @@ static void test_joint_plan_fits_the_device_where_plans_alone_do_not(void **unus
             assert_int_equal(ds_plan_model(m[i].lat, SLO_US, rate * DS_PLAN_HEADROOM, 0, 0, &alone[i]), DSTACK_OK);
             sum_a += alone[i].units;
         }
-        bool fits = ds_plan_joint(req, N_MIX, n_units, DS_PLAN_HEADROOM, joint);
+        bool fits = plan_joint_ok(req, N_MIX, n_units, DS_PLAN_HEADROOM, joint);
         for (int i = 0; i < N_MIX; i++)
             sum_j += joint[i].units;
         print_message("%.0f req/s each: alone %u+%u+%u+%u = %u units, joint %u+%u+%u+%u = %u (%s)\n", rate,
@@ -480,7 +489,7 @@ static void test_joint_plan_fits_the_device_where_plans_alone_do_not(void **unus
     ds_model_plan out[N_MIX];
     for (int i = 0; i < N_MIX; i++)
         req[i] = (ds_plan_request){m[i].lat, SLO_US, 5000, 0};
-    assert_false(ds_plan_joint(req, N_MIX, n_units, DS_PLAN_HEADROOM, out));
+    assert_false(plan_joint_ok(req, N_MIX, n_units, DS_PLAN_HEADROOM, out));
     mix_close(m);
 }
 
@@ -496,7 +505,7 @@ static void test_joint_plan_spreads_spare_units_and_counts_models_left_out(void 
         req[i] = (ds_plan_request){m[i].lat, SLO_US, 20, 0};
     /* a light load: the shares grow past the least that keeps up, and
      * still fit */
-    assert_true(ds_plan_joint(req, N_MIX, n_units, DS_PLAN_HEADROOM, out));
+    assert_true(plan_joint_ok(req, N_MIX, n_units, DS_PLAN_HEADROOM, out));
     uint32_t sum = 0, sum_least = 0;
     for (int i = 0; i < N_MIX; i++) {
         assert_true(ds_plan_min_units(m[i].lat, SLO_US, 20 * DS_PLAN_HEADROOM, &least) > 0);
@@ -512,7 +521,7 @@ static void test_joint_plan_spreads_spare_units_and_counts_models_left_out(void 
      * an idle model (rate 0) is planned too */
     req[N_MIX] = (ds_plan_request){NULL, 0, 0, 6};
     req[1].rate_per_s = 0;
-    assert_true(ds_plan_joint(req, N_MIX + 1, n_units, DS_PLAN_HEADROOM, out));
+    assert_true(plan_joint_ok(req, N_MIX + 1, n_units, DS_PLAN_HEADROOM, out));
     sum = 0;
     for (int i = 0; i < N_MIX; i++) {
         assert_true(out[i].units >= 1 && out[i].batch >= 1);
@@ -522,23 +531,44 @@ static void test_joint_plan_spreads_spare_units_and_counts_models_left_out(void 
     assert_true(sum <= n_units - 6);
     /* no room left for the others: not a fit */
     req[N_MIX].units = n_units;
-    assert_false(ds_plan_joint(req, N_MIX + 1, n_units, DS_PLAN_HEADROOM, out));
+    assert_false(plan_joint_ok(req, N_MIX + 1, n_units, DS_PLAN_HEADROOM, out));
     assert_int_equal(out[N_MIX].units, n_units);
     /* units held that would wrap a 32-bit sum, a device of UINT32_MAX
      * units: no fit is made up from an overflow or a sentinel */
     req[N_MIX].units = UINT32_MAX;
-    assert_false(ds_plan_joint(req, N_MIX + 1, n_units, DS_PLAN_HEADROOM, out));
+    assert_false(plan_joint_ok(req, N_MIX + 1, n_units, DS_PLAN_HEADROOM, out));
     req[N_MIX].units = 6;
     req[0].rate_per_s = INFINITY; /* no share serves that */
-    assert_false(ds_plan_joint(req, N_MIX + 1, UINT32_MAX, DS_PLAN_HEADROOM, out));
+    assert_false(plan_joint_ok(req, N_MIX + 1, UINT32_MAX, DS_PLAN_HEADROOM, out));
     for (int i = 0; i < N_MIX; i++)
         assert_true(out[i].units >= 1 && out[i].batch >= 1);
     /* NaN rate: idle; NaN or negative headroom: none */
     req[0].rate_per_s = NAN;
-    assert_true(ds_plan_joint(req, N_MIX + 1, n_units, NAN, out));
-    assert_true(ds_plan_joint(req, N_MIX + 1, n_units, -3, out));
+    assert_true(plan_joint_ok(req, N_MIX + 1, n_units, NAN, out));
+    assert_true(plan_joint_ok(req, N_MIX + 1, n_units, -3, out));
     for (int i = 0; i < N_MIX; i++)
         assert_keeps_up(&m[i], &out[i], i == 0 ? DS_IDLE_RATE : i == 1 ? DS_IDLE_RATE : 20);
+    /* an idle (or unknown) model keeps registration's batch, for a queue
+     * that never empties, on its idle share */
+    ds_model_plan sat;
+    assert_int_equal(ds_plan_model(m[1].lat, SLO_US, INFINITY, out[1].units, 0, &sat), DSTACK_OK);
+    assert_int_equal(out[1].batch, sat.batch);
+    /* an infinite headroom counts as none: real shares, not 1 unit each */
+    for (int i = 0; i < N_MIX; i++)
+        req[i].rate_per_s = 200;
+    assert_true(plan_joint_ok(req, N_MIX, n_units, INFINITY, out));
+    for (int i = 0; i < N_MIX; i++)
+        assert_keeps_up(&m[i], &out[i], 200);
+    /* no memory for the table: OUT_OF_MEMORY, no fit, every plan written */
+    bool fits = true;
+    memset(out, 0, sizeof out);
+    ds_fault_arm(1, DS_FAULT_ALLOC, false);
+    assert_int_equal(ds_plan_joint(req, N_MIX, n_units, DS_PLAN_HEADROOM, out, &fits), DSTACK_ERR_OUT_OF_MEMORY);
+    assert_true(ds_fault_fired());
+    ds_fault_disarm();
+    assert_false(fits);
+    for (int i = 0; i < N_MIX; i++)
+        assert_true(out[i].units >= 1 && out[i].batch >= 1);
     assert_false(ds_replan_due(0.5, 0.3, 1.5)); /* both idle: nothing moved */
     assert_true(ds_replan_due(0.5, 30, 1.5));
     mix_close(m);

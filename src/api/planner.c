@@ -91,7 +91,12 @@ static bool replan_joint(dstack_ctx *ctx)
             req[i].units = ds_sched_model_units(ctx->sched, am->handle);
         }
     }
-    ds_plan_joint(req, n, ctx->exec->device.n_units, DS_PLAN_HEADROOM, plan);
+    bool fits;
+    if (ds_plan_joint(req, n, ctx->exec->device.n_units, DS_PLAN_HEADROOM, plan, &fits) != DSTACK_OK) {
+        free(req); /* no memory: nothing counts as planned, the next tick tries again */
+        free(plan);
+        return false;
+    }
     ctx->planned_gen = ctx->live_gen;
     for (uint32_t i = 0; i < n; i++) {
         api_model *am = ctx->live[i];

@@ -255,7 +255,7 @@ static uint64_t joint_units(const ds_plan_request *req, uint32_t n, const double
             continue;
         }
         double want = joint_rate(r) * headroom * s;
-        uint32_t u = 1, top = r->lat->n_units;
+        uint32_t u = 1, top = r->lat->n_units < 64 ? r->lat->n_units : 64;
         while (u <= top && cap[(size_t)i * 64 + u - 1] < want)
             u++;
         if (u > top)
@@ -266,14 +266,25 @@ static uint64_t joint_units(const ds_plan_request *req, uint32_t n, const double
     return sum;
 }
 
-bool ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_units, double headroom, ds_model_plan *out)
+/* The rate a model's batch is planned for: its rate with the headroom
+ * (and the margin, when under 1); a model whose rate is unknown or idle
+ * keeps the batch for a queue that never empties (registration's), only
+ * its share is the idle one. */
+static double batch_rate(const ds_plan_request *r, double headroom_x_margin)
+{
+    return r->rate_per_s >= DS_IDLE_RATE ? r->rate_per_s * headroom_x_margin : INFINITY;
+}
+
+dstack_status ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_units, double headroom,
+                            ds_model_plan *out, bool *fits_out)
 {
     enum { STEPS = 24 };
     const double S_MAX = 64;
+    *fits_out = n == 0;
     if (n == 0)
-        return true;
-    if (!(headroom >= 1))
-        headroom = 1; /* NaN, or less than the rate itself: no headroom */
+        return DSTACK_OK;
+    if (!(headroom >= 1) || isinf(headroom))
+        headroom = 1; /* NaN, infinite, or less than the rate itself: no headroom */
     /* cap[i][u - 1]: model i's saturated rate on u units, once per call */
     double *cap = ds_malloc((size_t)n * 64 * sizeof *cap);
     uint32_t *units = ds_calloc(n, sizeof *units);
@@ -310,10 +321,11 @@ bool ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_units, dou
              * waits longer to fill) */
             for (uint32_t i = 0; i < n; i++)
                 if (joint_member(&req[i]))
-                    plan_at_units(req[i].lat, req[i].slo_us, joint_rate(&req[i]) * headroom * (lo < 1 ? lo : 1),
+                    plan_at_units(req[i].lat, req[i].slo_us, batch_rate(&req[i], headroom * (lo < 1 ? lo : 1)),
                                   units[i], &out[i]);
         }
     }
+    bool no_memory = !cap || !units;
     free(cap);
     free(units);
     for (uint32_t i = 0; i < n; i++) {
@@ -325,13 +337,16 @@ bool ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_units, dou
         }
         if (fits)
             continue;
-        if (ds_plan_model(r->lat, r->slo_us, joint_rate(r) * headroom, 0, 0, &out[i]) != DSTACK_OK) {
+        if (ds_plan_model(r->lat, r->slo_us, batch_rate(r, headroom), 0, 0, &out[i]) != DSTACK_OK) {
             memset(&out[i], 0, sizeof out[i]);
             out[i].units = r->lat->n_units;
             out[i].batch = 1;
         }
     }
-    return fits;
+    *fits_out = fits;
+    if (no_memory)
+        return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for the joint plan's table (%u models)", n);
+    return DSTACK_OK;
 }
 
 /* The batch grid to profile: every b up to 64 where the backend answers

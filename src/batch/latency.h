@@ -142,16 +142,21 @@ typedef struct ds_plan_request {
  * H100, 25 ms SLO: 4 + 3 + 10 + 4 units planned alone, 2 + 1 + 11 + 1
  * jointly; tests/test_plan.c).
  *
- * When no margin fits (the load needs more than the device) returns false
- * and writes every out[i] with ds_plan_model alone at rate_i x headroom:
- * the shares overlap and the policy time-shares; the same when there is no
- * memory for the n x 64 table of saturated rates. Rates under DS_IDLE_RATE
- * (idle, NaN) are planned as DS_IDLE_RATE; a headroom under 1 (or NaN)
- * counts as 1. Models left out (no latency model or no SLO) get
- * out[i].units = their `units`, counted against the device (sums in 64
- * bits). Cost: n x n_units x max_batch latency lookups for the table, then
- * n x n_units per bisection step, 24 steps. */
-bool ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_units, double headroom, ds_model_plan *out);
+ * When no margin fits (the load needs more than the device) *fits is false
+ * and every out[i] is ds_plan_model alone at rate_i x headroom: the shares
+ * overlap and the policy time-shares. The same, with OUT_OF_MEMORY
+ * returned, when there is no memory for the n x 64 table of saturated
+ * rates (out[] is still written). Models whose rate is under DS_IDLE_RATE
+ * (unknown, idle, NaN) get the share for DS_IDLE_RATE and the batch for a
+ * queue that never empties (registration's: a model whose traffic starts
+ * runs full batches on whatever units are spare until its rate is
+ * known). A headroom under 1, NaN or infinite counts as 1. Models left out
+ * (no latency model or no SLO) get out[i].units = their `units`, counted
+ * against the device (sums in 64 bits). Cost: n x n_units x max_batch
+ * latency lookups for the table, then n x n_units per bisection step, 24
+ * steps. */
+dstack_status ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_units, double headroom,
+                            ds_model_plan *out, bool *fits);
 
 /* Re-plan when the measured rate differs from the planned one by more than
  * `factor` either way (1.5 by default in the library), or when nothing was

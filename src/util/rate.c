@@ -25,7 +25,7 @@ void ds_rate_arrival(ds_rate_tracker *t, uint64_t now_ns, uint32_t count)
     t->count = decayed_count(t, now_ns) + count;
     if (now_ns > t->last_ns)
         t->last_ns = now_ns;
-    t->n_events += count;
+    t->n_events++; /* arrivals, not samples: one request of 32 says as little as one of 1 */
 }
 
 double ds_rate_per_s(const ds_rate_tracker *t, uint64_t now_ns)

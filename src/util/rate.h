@@ -14,7 +14,8 @@
  * old bucket falls out; the decayed count weighs the recent past smoothly
  * with one double, and tau plays the role of the window length.
  *
- * Until min_events arrivals (samples) have been seen the rate is unknown
+ * Until min_events arrivals (calls of ds_rate_arrival, whatever count each
+ * carries) have been seen the rate is unknown
  * (0): a handful of arrivals says little (at 200 req/s, 20 arrivals put
  * the estimate within about +-22%), and a plan made from it stays until
  * the rate moves by 1.5x.
@@ -41,18 +42,19 @@ typedef struct ds_rate_tracker {
     uint64_t start_ns;   /* when tracking started */
     uint64_t last_ns;    /* time of the last update of count */
     double count;        /* decayed arrival count at last_ns */
-    uint64_t n_events;   /* arrivals seen, undecayed */
+    uint64_t n_events;   /* arrivals (calls) seen, undecayed */
 } ds_rate_tracker;
 
 /* Start tracking at now_ns. tau_ns 0 and min_events 0 take the defaults
  * above. */
 void ds_rate_init(ds_rate_tracker *t, uint64_t now_ns, uint64_t tau_ns, uint32_t min_events);
 
-/* `count` requests arrived at now_ns. A now_ns earlier than the last update
+/* One arrival of `count` units (the core counts samples: the rate is in
+ * samples/s, the guard in arrivals) at now_ns. A now_ns earlier than the last update
  * counts as the same instant (the rate never goes negative). */
 void ds_rate_arrival(ds_rate_tracker *t, uint64_t now_ns, uint32_t count);
 
-/* Requests per second at now_ns; 0 while fewer than min_events have arrived
+/* Units (samples) per second at now_ns; 0 while fewer than min_events have arrived
  * or less than DS_RATE_MIN_SEEN of the window has passed (unknown:
  * ds_batch_query treats 0 as unknown). */
 double ds_rate_per_s(const ds_rate_tracker *t, uint64_t now_ns);
