@@ -341,6 +341,7 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
     /* static_spatial: the shares are the planned ones scaled down to fit,
      * fixed for the run; plan each model's batch for the share it gets */
     uint32_t fixed[MAX_MODELS] = {0};
+    bool usefix = p->id == DSTACK_POLICY_STATIC_SPATIAL;
     for (uint32_t i = 0; i < w->n; i++) {
         ds_plan_options po = {32, DSTACK_PRECISION_FP32};
         ds_model_plan plan;
@@ -352,11 +353,12 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
              ds_latency_model_build(ex, ms[i].plan, w->m[i].g, false, 32, &wm->lat[!partitioned]) != DSTACK_OK))
             return -1;
         ms[i].lat = wm->lat[!partitioned];
+        if (!usefix)
+            continue;
         if (ds_plan_model(ms[i].lat, (uint64_t)(w->m[i].slo_ms * 1e3), model_rate(w, i, R, 0) * DS_PLAN_HEADROOM, 0, 0, &plan) != DSTACK_OK)
             return -1;
         fixed[i] = plan.units;
     }
-    bool usefix = p->id == DSTACK_POLICY_STATIC_SPATIAL;
     if (usefix) {
         uint32_t want = 0;
         for (uint32_t i = 0; i < w->n; i++)

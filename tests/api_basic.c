@@ -189,12 +189,7 @@ static dstack_request one_request(dstack_buffer *in, dstack_buffer *out, float *
     in->bytes = TINY_IN_FLOATS * sizeof(float);
     out->data = y;
     out->bytes = TINY_OUT_FLOATS * sizeof(float);
-    dstack_request r;
-    dstack_request_init(&r);
-    r.inputs = in;
-    r.n_inputs = 1;
-    r.outputs = out;
-    r.n_outputs = 1;
+    dstack_request r = io_request(in, out);
     r.user_data = user;
     return r;
 }

@@ -67,6 +67,19 @@ static dstack_status register_tiny(dstack_ctx *ctx, uint32_t max_batch, uint64_t
     return dstack_register_model(ctx, &d, m);
 }
 
+/* A request of one input and one output, the rest as dstack_request_init
+ * leaves it. */
+static inline dstack_request io_request(const dstack_buffer *in, dstack_buffer *out)
+{
+    dstack_request r;
+    dstack_request_init(&r);
+    r.inputs = in;
+    r.n_inputs = 1;
+    r.outputs = out;
+    r.n_outputs = 1;
+    return r;
+}
+
 static double max_rel_err(const float *a, const float *ref, size_t n)
 {
     double worst = 0;

@@ -52,12 +52,7 @@ static void *submitter(void *p)
         int i = a->thread * PER_THREAD + k;
         r->in_bufs[i] = (dstack_buffer){ref_in[i % TINY_SAMPLES], sizeof ref_in[0]};
         r->out_bufs[i] = (dstack_buffer){r->out[i], sizeof r->out[0]};
-        dstack_request req;
-        dstack_request_init(&req);
-        req.inputs = &r->in_bufs[i];
-        req.n_inputs = 1;
-        req.outputs = &r->out_bufs[i];
-        req.n_outputs = 1;
+        dstack_request req = io_request(&r->in_bufs[i], &r->out_bufs[i]);
         req.user_data = (void *)(intptr_t)i;
         dstack_ticket t;
         dstack_status st;

@@ -23,13 +23,7 @@ static dstack_request tiny_request(dstack_buffer *in, dstack_buffer *out)
     in->bytes = sizeof tiny_in;
     out->data = tiny_out;
     out->bytes = sizeof tiny_out;
-    dstack_request r;
-    dstack_request_init(&r);
-    r.inputs = in;
-    r.n_inputs = 1;
-    r.outputs = out;
-    r.n_outputs = 1;
-    return r;
+    return io_request(in, out);
 }
 
 static double now_s(void)

@@ -70,6 +70,17 @@ static long stderr_bytes_during_create(dstack_options *o)
     return (long)sb.st_size;
 }
 
+/* Default options whose log goes to c at `level`. */
+static dstack_options capture_options(log_capture *c, dstack_log_level level)
+{
+    dstack_options o;
+    dstack_options_init(&o);
+    o.log_fn = capture_fn;
+    o.log_user = c;
+    o.log_level = level;
+    return o;
+}
+
 static void test_log_defaults_are_silent(void **unused)
 {
     (void)unused;
@@ -86,11 +97,7 @@ static void test_log_callback_gets_the_backend_choice_at_info(void **unused)
 {
     (void)unused;
     log_capture c = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = DSTACK_LOG_INFO};
-    dstack_options o;
-    dstack_options_init(&o);
-    o.log_fn = capture_fn;
-    o.log_user = &c;
-    o.log_level = DSTACK_LOG_INFO;
+    dstack_options o = capture_options(&c, DSTACK_LOG_INFO);
     dstack_ctx *ctx = NULL;
     assert_int_equal(create_cpu(&o, &ctx), DSTACK_OK);
     dstack_destroy(ctx);
@@ -104,11 +111,7 @@ static void test_log_callback_gets_nothing_below_its_level(void **unused)
     (void)unused;
     for (int min = DSTACK_LOG_WARN; min <= DSTACK_LOG_OFF; min++) {
         log_capture c = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = (dstack_log_level)min};
-        dstack_options o;
-        dstack_options_init(&o);
-        o.log_fn = capture_fn;
-        o.log_user = &c;
-        o.log_level = (dstack_log_level)min;
+        dstack_options o = capture_options(&c, (dstack_log_level)min);
         dstack_ctx *ctx = NULL;
         assert_int_equal(create_cpu(&o, &ctx), DSTACK_OK);
         dstack_destroy(ctx);
@@ -116,11 +119,7 @@ static void test_log_callback_gets_nothing_below_its_level(void **unused)
     }
     /* DEBUG passes INFO too. */
     log_capture d = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = DSTACK_LOG_DEBUG};
-    dstack_options o;
-    dstack_options_init(&o);
-    o.log_fn = capture_fn;
-    o.log_user = &d;
-    o.log_level = DSTACK_LOG_DEBUG;
+    dstack_options o = capture_options(&d, DSTACK_LOG_DEBUG);
     dstack_ctx *ctx = NULL;
     assert_int_equal(create_cpu(&o, &ctx), DSTACK_OK);
     dstack_destroy(ctx);
@@ -131,11 +130,7 @@ static void test_log_failed_create_logs_an_error(void **unused)
 {
     (void)unused;
     log_capture c = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = DSTACK_LOG_ERROR};
-    dstack_options o;
-    dstack_options_init(&o);
-    o.log_fn = capture_fn;
-    o.log_user = &c;
-    o.log_level = DSTACK_LOG_ERROR;
+    dstack_options o = capture_options(&c, DSTACK_LOG_ERROR);
     o.policy = DSTACK_POLICY_IDEAL; /* refused: ideal exists only on sim */
     dstack_ctx *ctx = NULL;
     assert_int_equal(create_cpu(&o, &ctx), DSTACK_ERR_UNSUPPORTED);
@@ -182,13 +177,9 @@ static void test_partitions_made_ahead_for_partitioning_policies(void **unused)
                                   DSTACK_POLICY_STREAMS};
     for (size_t i = 0; i < sizeof pols / sizeof pols[0]; i++) {
         log_capture c = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = DSTACK_LOG_INFO, .want = "made ahead"};
-        dstack_options o;
-        dstack_options_init(&o);
+        dstack_options o = capture_options(&c, DSTACK_LOG_INFO);
         o.backend = DSTACK_BACKEND_SIM;
         o.policy = pols[i];
-        o.log_fn = capture_fn;
-        o.log_user = &c;
-        o.log_level = DSTACK_LOG_INFO;
         dstack_ctx *ctx = NULL;
         assert_int_equal(dstack_create(&o, &ctx), DSTACK_OK);
         dstack_destroy(ctx);

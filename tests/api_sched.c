@@ -115,12 +115,7 @@ static void test_sim_meets_its_prediction_through_the_api(void **state)
     dstack_buffer bin8 = {NULL, 8 * info.inputs[0].bytes};
     float *in8 = calloc(8 * in_f, 4);
     bin8.data = in8;
-    dstack_request r;
-    dstack_request_init(&r);
-    r.inputs = &bin8;
-    r.n_inputs = 1;
-    r.outputs = &bo;
-    r.n_outputs = 1;
+    dstack_request r = io_request(&bin8, &bo);
     r.n_samples = 8; /* one request of 8 samples: one batch */
     dstack_ticket t;
     assert_int_equal(dstack_submit(ctx, m, &r, &t), DSTACK_OK);
@@ -159,12 +154,7 @@ static void test_context_stats_show_what_the_scheduler_does(void **state)
     dstack_model_info_get(ctx, b, &ib);
     float *in = calloc(ia.inputs[0].bytes / 4 * 4, 4), *out = calloc(4 * 1000, 4);
     dstack_buffer bi = {in, 4 * ia.inputs[0].bytes}, bo = {out, 4 * ia.outputs[0].bytes};
-    dstack_request r;
-    dstack_request_init(&r);
-    r.inputs = &bi;
-    r.n_inputs = 1;
-    r.outputs = &bo;
-    r.n_outputs = 1;
+    dstack_request r = io_request(&bi, &bo);
     r.n_samples = 4;
     dstack_ticket t;
     for (int k = 0; k < 3; k++) {
@@ -244,12 +234,7 @@ static void test_planner_fits_the_shares_of_the_mix_to_the_device(void **state)
         for (int i = 0; i < N; i++) {
             dstack_buffer bi = {in[i], info[i].inputs[0].bytes};
             dstack_buffer bo = {(char *)out + ((size_t)k * N + i) * out_bytes, out_bytes};
-            dstack_request r;
-            dstack_request_init(&r);
-            r.inputs = &bi;
-            r.n_inputs = 1;
-            r.outputs = &bo;
-            r.n_outputs = 1;
+            dstack_request r = io_request(&bi, &bo);
             dstack_ticket t;
             assert_int_equal(dstack_submit(ctx, m[i], &r, &t), DSTACK_OK);
         }
@@ -339,12 +324,7 @@ static void test_multi_sample_request_matches_the_reference(void **state)
     dstack_model *m;
     assert_int_equal(register_tiny(ctx, 4, 0, &m), DSTACK_OK);
     dstack_buffer bi = {in, sizeof in}, bo = {out, sizeof out};
-    dstack_request r;
-    dstack_request_init(&r);
-    r.inputs = &bi;
-    r.n_inputs = 1;
-    r.outputs = &bo;
-    r.n_outputs = 1;
+    dstack_request r = io_request(&bi, &bo);
     r.n_samples = TINY_SAMPLES;
     dstack_ticket t;
     assert_int_equal(dstack_submit(ctx, m, &r, &t), DSTACK_OK);
@@ -382,12 +362,7 @@ static void *submit_later(void *p)
     later *l = p;
     usleep(100000);
     dstack_buffer bi = {l->in, l->in_bytes}, bo = {l->out, l->out_bytes};
-    dstack_request r;
-    dstack_request_init(&r);
-    r.inputs = &bi;
-    r.n_inputs = 1;
-    r.outputs = &bo;
-    r.n_outputs = 1;
+    dstack_request r = io_request(&bi, &bo);
     dstack_ticket t;
     dstack_submit(l->ctx, l->m, &r, &t);
     return NULL;

@@ -112,12 +112,7 @@ static void *submitter(void *p)
         int sample = (a->thread + cursor) % TINY_SAMPLES;
         sl->ib = (dstack_buffer){ref_in[sample], sizeof ref_in[0]};
         sl->ob = (dstack_buffer){sl->out, sizeof sl->out};
-        dstack_request r;
-        dstack_request_init(&r);
-        r.inputs = &sl->ib;
-        r.n_inputs = 1;
-        r.outputs = &sl->ob;
-        r.n_outputs = 1;
+        dstack_request r = io_request(&sl->ib, &sl->ob);
         r.user_data = sl;
         atomic_store(&sl->state, SLOT_BUSY); /* before submit: the poller may answer at once */
         atomic_fetch_add(&s->offered, 1);
@@ -178,12 +173,7 @@ static double measure_service_rate(soak *s)
         int k = 0;
         for (; k < 64; k++) {
             ob[k] = (dstack_buffer){out[k], sizeof out[k]};
-            dstack_request r;
-            dstack_request_init(&r);
-            r.inputs = &ib;
-            r.n_inputs = 1;
-            r.outputs = &ob[k];
-            r.n_outputs = 1;
+            dstack_request r = io_request(&ib, &ob[k]);
             dstack_ticket t;
             if (dstack_submit(s->ctx, s->model, &r, &t) != DSTACK_OK)
                 break;

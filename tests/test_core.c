@@ -254,6 +254,16 @@ static void sink_emit(void *arg, const dstack_completion *c, uint32_t samples)
     }
 }
 
+/* A core of 4 units under `policy` whose completions go to k, emptied. */
+static ds_core *core_into(dstack_policy policy, sink *k)
+{
+    k->n = 0;
+    ds_core *c;
+    ds_core_config cc = {ds_policy_find(policy), 4, sink_emit, k};
+    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    return c;
+}
+
 static dstack_request req_of(dstack_buffer *in, dstack_buffer *out, uint32_t samples)
 {
     dstack_request r;
@@ -309,10 +319,7 @@ static void test_remove_and_shutdown_with_batches_in_flight(void **state)
 {
     (void)state;
     static sink k;
-    k.n = 0;
-    ds_core *c;
-    ds_core_config cc = {ds_policy_find(DSTACK_POLICY_TEMPORAL), 4, sink_emit, &k};
-    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    ds_core *c = core_into(DSTACK_POLICY_TEMPORAL, &k);
     ds_sched_model_config mc = model_cfg(2, 4, 0);
     int owner_a, owner_b;
     mc.owner = &owner_a;
@@ -372,10 +379,7 @@ static void test_busy_time_counts_shared_units_once(void **state)
 {
     (void)state;
     static sink k;
-    k.n = 0;
-    ds_core *c;
-    ds_core_config cc = {ds_policy_find(DSTACK_POLICY_STREAMS), 4, sink_emit, &k};
-    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    ds_core *c = core_into(DSTACK_POLICY_STREAMS, &k);
     ds_sched_model_config mc = model_cfg(1, 4, 0);
     dstack_model *a, *b;
     assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &a), DSTACK_OK);
@@ -403,10 +407,7 @@ static void test_requests_of_several_samples_are_never_split(void **state)
 {
     (void)state;
     static sink k;
-    k.n = 0;
-    ds_core *c;
-    ds_core_config cc = {ds_policy_find(DSTACK_POLICY_TEMPORAL), 4, sink_emit, &k};
-    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    ds_core *c = core_into(DSTACK_POLICY_TEMPORAL, &k);
     ds_sched_model_config mc = model_cfg(4, 4, 0);
     mc.max_batch = 4;
     dstack_model *m;
@@ -457,9 +458,7 @@ static void test_models_that_come_and_go_leave_nothing_behind(void **state)
 {
     (void)state;
     static sink k;
-    ds_core *c;
-    ds_core_config cc = {ds_policy_find(DSTACK_POLICY_TEMPORAL), 4, sink_emit, &k};
-    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    ds_core *c = core_into(DSTACK_POLICY_TEMPORAL, &k);
     ds_sched_model_config mc = model_cfg(1, 1, 0);
     dstack_model *live, *first = NULL, *m = NULL;
     assert_int_equal(ds_core_add_model(c, &mc, 4, 0, &live), DSTACK_OK);
@@ -487,9 +486,7 @@ static void test_models_that_come_and_go_leave_nothing_behind(void **state)
 static double drain_cost_ns(uint32_t queued)
 {
     static sink k;
-    ds_core *c;
-    ds_core_config cc = {ds_policy_find(DSTACK_POLICY_TEMPORAL), 4, sink_emit, &k};
-    assert_int_equal(ds_core_create(&cc, &c), DSTACK_OK);
+    ds_core *c = core_into(DSTACK_POLICY_TEMPORAL, &k);
     ds_sched_model_config mc = model_cfg(1, 1, 1000000000000ull);
     dstack_model *m;
     assert_int_equal(ds_core_add_model(c, &mc, queued, 0, &m), DSTACK_OK);

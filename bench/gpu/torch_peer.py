@@ -247,18 +247,19 @@ def main():
     # batch 1 and max batch, median of 10, one model at a time.
     errors, abort = [], threading.Event()
     workers = [Worker(m, r, args, abort, errors) for m, r in zip(MODELS, runners)]
-    for w in workers:
-        w.warm_turn.set()
-        while not w.warm.wait(0.1):
+
+    def wait_turn(turn, done):
+        # start one worker's turn and wait for it, stopping if any worker failed
+        turn.set()
+        while not done.wait(0.1):
             if abort.is_set():
                 log("ERROR:\n" + "\n".join(errors))
                 os._exit(1)
+
     for w in workers:
-        w.alone_turn.set()
-        while not w.alone_done.wait(0.1):
-            if abort.is_set():
-                log("ERROR:\n" + "\n".join(errors))
-                os._exit(1)
+        wait_turn(w.warm_turn, w.warm)
+    for w in workers:
+        wait_turn(w.alone_turn, w.alone_done)
         log(f"alone {w.name:13s} b1 {w.alone_ms[0]:7.2f} ms  b{args.max_batch} {w.alone_ms[1]:7.2f} ms  "
             f"(warm-up {w.warm_s:.1f} s)")
     log(f"warm-up total {clock() - t_start:.1f} s; search: start {args.start:.0f} req/s, x1.25 while slo_min >= 99%, "

@@ -221,18 +221,38 @@ static void plan_at_units(const ds_latency_model *m, uint64_t slo_us, double rat
     out->flags = 0;
 }
 
+/* Units of m the saturated-rate table holds (at most 64, the table's row). */
+static uint32_t table_units(const ds_latency_model *m) { return m->n_units < 64 ? m->n_units : 64; }
+
+/* cap[u - 1] = saturated_rps(m, slo_us, u) for u = 1..table_units(m). */
+static void saturated_table(const ds_latency_model *m, uint64_t slo_us, double *cap)
+{
+    for (uint32_t u = 1; u <= table_units(m); u++) {
+        uint32_t b;
+        cap[u - 1] = saturated_rps(m, slo_us, u, &b);
+    }
+}
+
+/* The fewest of `top` units whose saturated rate cap[u - 1] reaches want;
+ * 0 when none does. */
+static uint32_t fewest_units(const double *cap, uint32_t top, double want)
+{
+    for (uint32_t u = 1; u <= top; u++)
+        if (cap[u - 1] >= want)
+            return u;
+    return 0;
+}
+
 uint32_t ds_plan_min_units(const ds_latency_model *m, uint64_t slo_us, double rate, ds_model_plan *out)
 {
     if (m->n_b == 0 || m->n_units == 0 || m->max_batch == 0 || !(rate > 0))
         return 0;
-    for (uint32_t u = 1; u <= m->n_units; u++) {
-        uint32_t b;
-        if (saturated_rps(m, slo_us, u, &b) >= rate) {
-            plan_at_units(m, slo_us, rate, u, out);
-            return u;
-        }
-    }
-    return 0;
+    double cap[64];
+    saturated_table(m, slo_us, cap);
+    uint32_t u = fewest_units(cap, table_units(m), rate);
+    if (u)
+        plan_at_units(m, slo_us, rate, u, out);
+    return u;
 }
 
 
@@ -254,11 +274,8 @@ static uint64_t joint_units(const ds_plan_request *req, uint32_t n, const double
             sum += r->units;
             continue;
         }
-        double want = joint_rate(r) * headroom * s;
-        uint32_t u = 1, top = r->lat->n_units < 64 ? r->lat->n_units : 64;
-        while (u <= top && cap[(size_t)i * 64 + u - 1] < want)
-            u++;
-        if (u > top)
+        uint32_t u = fewest_units(&cap[(size_t)i * 64], table_units(r->lat), joint_rate(r) * headroom * s);
+        if (u == 0)
             return UINT64_MAX;
         units[i] = u;
         sum += u;
@@ -290,15 +307,9 @@ dstack_status ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_u
     uint32_t *units = ds_calloc(n, sizeof *units);
     bool fits = false;
     if (cap && units) {
-        for (uint32_t i = 0; i < n; i++) {
-            const ds_plan_request *r = &req[i];
-            if (!joint_member(r))
-                continue;
-            for (uint32_t u = 1; u <= r->lat->n_units && u <= 64; u++) {
-                uint32_t b;
-                cap[(size_t)i * 64 + u - 1] = saturated_rps(r->lat, r->slo_us, u, &b);
-            }
-        }
+        for (uint32_t i = 0; i < n; i++)
+            if (joint_member(&req[i]))
+                saturated_table(req[i].lat, req[i].slo_us, &cap[(size_t)i * 64]);
         /* u_i(s) grows with s: bisect for the largest margin that fits,
          * from the measured rate itself (s = 1 / headroom) up */
         double lo = 1 / headroom, hi = S_MAX;

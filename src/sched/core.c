@@ -573,12 +573,10 @@ dstack_status ds_core_model_update(ds_core *c, dstack_model *h, uint32_t batch_s
     return DSTACK_OK;
 }
 
-static double decayed_rate(const dstack_model *m, uint64_t now) { return ds_rate_per_s(&m->rate, now); }
-
 double ds_core_model_rate(const ds_core *c, const dstack_model *h, uint64_t now)
 {
     const dstack_model *m = resolve(c, h);
-    return m ? decayed_rate(m, now) : 0.0;
+    return m ? ds_rate_per_s(&m->rate, now) : 0.0;
 }
 
 /* ---- requests ---- */
@@ -753,7 +751,7 @@ static void fill_view(dstack_model *m, ds_sched_model_view *v, uint64_t now)
     v->running_first = m->batch_first_unit;
     v->running_count = m->running ? m->batch_units : 0;
     v->running_end_ns = m->running ? m->batch_end_pred_ns : 0;
-    v->arrival_rps = decayed_rate(m, now);
+    v->arrival_rps = ds_rate_per_s(&m->rate, now);
     v->latency = m->cfg.latency;
     v->latency_arg = m->cfg.latency_arg;
     v->ps = &m->ps;
@@ -892,7 +890,7 @@ dstack_status ds_core_stats(const ds_core *c, const dstack_model *h, uint64_t no
     o->latency_max_us = k->latency_us.max;
     o->queued = m->live;
     o->batch_size = m->cfg.batch_size;
-    o->arrival_rps = decayed_rate(m, now);
+    o->arrival_rps = ds_rate_per_s(&m->rate, now);
     double dev_ns = (double)(now - m->registered_ns) * c->cfg.n_units;
     o->gpu_share = dev_ns > 0 ? (double)k->unit_ns / dev_ns : 0.0;
     return DSTACK_OK;
