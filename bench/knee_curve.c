@@ -29,6 +29,7 @@
 #include "profile/profile.h"
 #include "sim/sim.h"
 #include "util/clock.h"
+#include "util/units.h"
 
 #define MAX_BATCHES 16
 
@@ -210,7 +211,7 @@ int main(int argc, char **argv)
                 return 1;
             }
             meas[i][u - 1] = pt.median_us * (noise > 0 ? 1.0 + uniform(noise) : 1.0);
-            sms[u - 1] = u * usms;
+            sms[u - 1] = ds_units_sms(dev->sm_count, usms, nu, u);
         }
         ds_knee_result kr;
         ds_knee_from_sweep(sms, meas[i], nu, NULL, &kr);
@@ -281,13 +282,14 @@ int main(int argc, char **argv)
         printf("   b=%-2u sweep analytic%s", batches[i], traced ? "    trace" : "");
     printf("\n");
     for (uint32_t u = 1; u <= nu; u++) {
-        printf("%6u", u * usms);
+        uint32_t s = ds_units_sms(dev->sm_count, usms, nu, u); /* every unit: the whole device */
+        printf("%6u", s);
         for (uint32_t i = 0; i < n_batches; i++) {
-            bool ks = knee_sweep[i] == u * usms, ka = knee_ana[i] == u * usms, kt = traced && knee_trc[i] == u * usms;
+            bool ks = knee_sweep[i] == s, ka = knee_ana[i] == s, kt = traced && knee_trc[i] == s;
             printf("  %9.3f%c %8.3f%c", meas[i][u - 1] / 1e3, ks ? 'S' : ' ', ana[i][u - 1] / 1e3, ka ? 'A' : ' ');
             if (traced)
                 printf(" %8.3f%c", trc[i][u - 1] / 1e3, kt ? 'T' : ' ');
-            fprintf(f, "%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%d,%d,%.3f,%.3f,%d\n", name, backend, batches[i], u, u * usms,
+            fprintf(f, "%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%d,%d,%.3f,%.3f,%d\n", name, backend, batches[i], u, s,
                     meas[i][u - 1], ana[i][u - 1], fit.a * ana[i][u - 1] + fit.c, ks, ka, traced ? trc[i][u - 1] : 0.0,
                     traced ? tfit.a * trc[i][u - 1] + tfit.c : 0.0, kt);
         }

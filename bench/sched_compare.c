@@ -322,8 +322,9 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
                     bool track_step)
 {
     /* Partitioned policies need green contexts (15 units of 8 SMs on the
-     * H100: 120 SMs); the others use the whole device as it is, 132 SMs,
-     * as they would without partitions. */
+     * H100: 120 SMs, and the whole device's 132 for a batch on every unit,
+     * util/units.h); the others use the whole device as it is, 132 SMs, as
+     * they would without partitions. */
     bool partitioned = ds_policy_find(p->id)->partial_shares; /* and planned at the knee */
     ds_executor_config ec = {0, partitioned ? DSTACK_PARTITION_GREEN_CTX : DSTACK_PARTITION_NONE, 0, 0};
     ds_executor *ex;

@@ -129,8 +129,16 @@ static void predict(const point *p, const consts *c, double out_ms[2])
     ds_sim_device d;
     device_for(&d, p->units[0], c);
     int n = p->pair ? 2 : 1;
+    /* The H100 points on every unit were measured on a green context of
+     * those 120 SMs; the library now runs that range on the whole device
+     * (util/units.h), so the engine is given a device without the 12 SMs
+     * left over to replay the measurement as it was taken. */
+    ds_sim_device run = d;
+    for (int w = 0; w < n; w++)
+        if (p->units[w] && p->first[w] + p->units[w] == d.n_units)
+            run.sm_count = d.n_units * d.unit_sms;
     pair_state s = {0};
-    s.e = ds_sim_engine_create(&d, false);
+    s.e = ds_sim_engine_create(&run, false);
     ds_sim_kernel *ks[2] = {0};
     for (int w = 0; w < n; w++) {
         const ds_graph *g = graph_of(p->model[w]);

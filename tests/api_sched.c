@@ -195,7 +195,7 @@ static void test_context_stats_show_what_the_scheduler_does(void **state)
 
 /* Under dstack the planner sizes every model's share together: after the
  * four-CNN mix has run at 200 req/s each for a while, the planned shares
- * fit the device's 15 units (120 SMs). Planned alone at that rate they
+ * fit the device's 15 units. Planned alone at that rate they
  * add up to 21 units (tests/test_plan.c), and the policy time-shared. */
 static void test_planner_fits_the_shares_of_the_mix_to_the_device(void **state)
 {

@@ -127,7 +127,8 @@ static ds_kernel_record kernel(uint64_t blocks, uint32_t threads, uint32_t regs,
 }
 
 /* One kernel of 1056 blocks, 8 per SM (256 threads, 32 registers): one
- * wave on 132 SMs, ceil(1056 / (64 u)) waves on u units of 8 SMs. */
+ * wave on 132 SMs, ceil(1056 / (64 u)) waves on u < 15 units of 8 SMs,
+ * and every unit is the whole device, where it was traced (util/units.h). */
 static void test_trace_curve_counts_waves(void **state)
 {
     (void)state;
@@ -142,11 +143,11 @@ static void test_trace_curve_counts_waves(void **state)
     assert_int_equal(t.curve.n_units, 15);
     assert_int_equal(t.curve.batch, 16);
     for (uint32_t u = 1; u <= 15; u++) {
-        uint32_t w = (1056 + 64 * u - 1) / (64 * u);
-        assert_int_equal(t.curve.sms[u - 1], 8 * u);
+        uint32_t sms = u < 15 ? 8 * u : 132, w = (1056 + 8 * sms - 1) / (8 * sms);
+        assert_int_equal(t.curve.sms[u - 1], sms);
         assert_true(t.curve.us[u - 1] == 500.0 + 1000.0 * w);
     }
-    /* 17 waves at 8 SMs down to 2 at 120: the curve bends, the knee is inside */
+    /* 17 waves at 8 SMs down to 2 at 112 and 1 at 132: the curve bends, the knee is inside */
     assert_true(t.curve.knee_units >= 1 && t.curve.knee_units <= 15);
 }
 

@@ -400,6 +400,40 @@ static void test_busy_time_counts_shared_units_once(void **state)
     ds_core_totals tot;
     ds_core_totals_get(c, &tot);
     assert_int_equal(tot.unit_busy_ns, 4 * 150);
+    assert_int_equal(tot.whole_busy_ns, 150); /* every unit held: the whole device */
+    ds_core_destroy(c);
+}
+
+/* The whole device is busy only while every unit is: two static shares of
+ * 2 units each, one batch on units 0-1 from 100 to 300 and one on 2-3 from
+ * 200 to 400: every unit from 200 to 300 only. */
+static void test_whole_device_time_needs_every_unit(void **state)
+{
+    (void)state;
+    static sink k;
+    ds_core *c = core_into(DSTACK_POLICY_STATIC_SPATIAL, &k);
+    ds_sched_model_config mc = model_cfg(1, 2, 0);
+    dstack_model *a, *b;
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &a), DSTACK_OK);
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &b), DSTACK_OK);
+    float in[2] = {0}, out[4];
+    dstack_buffer bi = {in, 4}, bo = {out, 8};
+    dstack_request r = req_of(&bi, &bo, 1);
+    dstack_ticket t;
+    ds_core_start s[4];
+    uint64_t wake;
+    assert_int_equal(ds_core_submit(c, a, &r, 90, &t), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 100, s, 4, &wake), 1);
+    assert_int_equal(s[0].unit_count, 2);
+    assert_int_equal(ds_core_submit(c, b, &r, 190, &t), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 200, s, 4, &wake), 1);
+    assert_int_equal(s[0].unit_count, 2);
+    ds_core_batch_done(c, a, DSTACK_OK, 300);
+    ds_core_batch_done(c, b, DSTACK_OK, 400);
+    ds_core_totals tot;
+    ds_core_totals_get(c, &tot);
+    assert_int_equal(tot.unit_busy_ns, 2 * 200 + 2 * 200);
+    assert_int_equal(tot.whole_busy_ns, 100);
     ds_core_destroy(c);
 }
 
@@ -712,6 +746,7 @@ int main(void)
         cmocka_unit_test(test_explicit_deadlines_out_of_order_each_expire_on_time),
         cmocka_unit_test(test_remove_and_shutdown_with_batches_in_flight),
         cmocka_unit_test(test_busy_time_counts_shared_units_once),
+        cmocka_unit_test(test_whole_device_time_needs_every_unit),
         cmocka_unit_test(test_requests_of_several_samples_are_never_split),
         cmocka_unit_test(test_models_that_come_and_go_leave_nothing_behind),
         cmocka_unit_test(test_decision_cost_does_not_grow_with_queue_length),

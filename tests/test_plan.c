@@ -256,10 +256,12 @@ static void test_registration_plan_is_met_by_the_simulator_for_every_zoo_model(v
     for (const char *const *name = ds_zoo_names(); *name; name++) {
         dstack_model_info info;
         assert_int_equal(register_zoo(ctx, *name, 0, 0, &info), DSTACK_OK);
-        assert_true(info.sm_count >= 8 && info.sm_count <= 120);
+        /* units of 8 SMs, and every unit is the whole device, 132 SMs */
+        assert_true(info.sm_count >= 8 && (info.sm_count <= 112 || info.sm_count == 132));
+        assert_true(info.sm_count % 8 == 0 || info.sm_count == 132);
         assert_true(info.batch_size >= 1 && info.batch_size <= 32);
         assert_true(info.predicted_latency_us > 0);
-        double us = des_one_batch_us(*name, info.batch_size, info.sm_count / 8);
+        double us = des_one_batch_us(*name, info.batch_size, info.sm_count == 132 ? 15 : info.sm_count / 8);
         double rel = fabs(us - (double)info.predicted_latency_us) / us;
         if (!(rel <= 0.10))
             fail_msg("%s: predicted %llu us, the simulator took %.0f us (batch %u on %u SMs)", *name,
@@ -278,7 +280,7 @@ static void test_registration_overrides_win(void **unused)
     assert_int_equal(register_zoo(ctx, "resnet50", 0, 3, &info), DSTACK_OK);
     assert_int_equal(info.batch_size, 3);
     assert_int_equal(register_zoo(ctx, "resnet50", 120, 5, &info), DSTACK_OK);
-    assert_int_equal(info.sm_count, 120);
+    assert_int_equal(info.sm_count, 132); /* 15 units: every unit is the whole device */
     assert_int_equal(info.batch_size, 5);
     double us = des_one_batch_us("resnet50", 5, 15);
     assert_true(fabs(us - (double)info.predicted_latency_us) / us <= 0.10);
@@ -787,6 +789,8 @@ static void test_latency_model_blob_round_trips_and_refuses_damage(void **unused
     assert_int_equal(ds_latency_model_decode(blob, n, &back), DSTACK_OK);
     assert_int_equal(back->n_b, m.lat->n_b);
     assert_int_equal(back->n_units, m.lat->n_units);
+    assert_int_equal(back->sm_count, 132);
+    assert_int_equal(back->sm_count, m.lat->sm_count);
     for (uint32_t i = 0; i < back->n_b; i++)
         for (uint32_t u = 0; u < back->n_units; u++)
             assert_true(back->us[i][u] == m.lat->us[i][u]);
@@ -794,9 +798,14 @@ static void test_latency_model_blob_round_trips_and_refuses_damage(void **unused
     assert_int_equal(ds_latency_model_decode(blob, n - 1, &back), DSTACK_ERR_PARSE);
     assert_int_equal(ds_latency_model_decode(blob, 10, &back), DSTACK_ERR_PARSE);
     unsigned char *p = blob;
-    p[4] = 2; /* layout version */
+    p[4] = 1; /* layout version 1: every unit was 120 SMs then, not the whole device */
     assert_int_equal(ds_latency_model_decode(blob, n, &back), DSTACK_ERR_PARSE);
-    p[4] = 1;
+    p[4] = 2;
+    p[20] = 100; /* sm_count 100: fewer than its 15 units of 8 hold */
+    assert_int_equal(ds_latency_model_decode(blob, n, &back), DSTACK_ERR_PARSE);
+    p[20] = 132;
+    assert_int_equal(ds_latency_model_decode(blob, n, &back), DSTACK_OK);
+    free(back);
     memset(p + n - 8, 0xff, 8); /* a NaN latency */
     assert_int_equal(ds_latency_model_decode(blob, n, &back), DSTACK_ERR_PARSE);
     free(blob);

@@ -107,6 +107,49 @@ static void test_waves_quantize(void **state)
     ds_sim_engine_destroy(e);
 }
 
+/* The SMs no unit holds are reached only by a batch on every unit: that
+ * range is the whole device (util/units.h). Toy: 2 units of 8 SMs and 4
+ * left over, 20 SMs in all. */
+static void test_every_unit_is_the_whole_device(void **state)
+{
+    (void)state;
+    ds_sim_device d = toy();
+    d.sm_count = 20;
+    ds_sim_device none = d;
+    none.n_units = 1;
+    none.unit_sms = 20;
+    none.partitioning = DSTACK_PARTITION_NONE;
+    assert_int_equal(alone(&d, kern(20, 0), 2), 1000);    /* one wave on 20 SMs */
+    assert_int_equal(alone(&d, kern(21, 0), 2), 2000);
+    assert_int_equal(alone(&none, kern(20, 0), 1), 1000); /* as the unpartitioned device */
+    assert_int_equal(alone(&d, kern(9, 0), 1), 2000);     /* one unit: 8 SMs, not 12 */
+    /* units 1..1 of 2 are not every unit: 8 SMs */
+    ds_sim_kernel k = kern(20, 0);
+    ds_sim_engine *e = ds_sim_engine_create(&d, false);
+    ends en = {0};
+    assert_int_equal(ds_sim_engine_start(e, 0, &k, 1, 1, 1, 0, (void *)1), DSTACK_OK);
+    ds_sim_engine_drain(e, on_end, &en);
+    assert_int_equal(en.t[0], 3000);
+    /* a batch on every unit waits for the SMs others hold, the left-over
+     * ones included: 20 blocks after a 1-unit batch of 8 ends at 2000 */
+    ds_sim_kernel a = kern(16, 0), w = kern(20, 0);
+    en.n = 0;
+    assert_int_equal(ds_sim_engine_start(e, en.t[0], &a, 1, 0, 1, 0, (void *)2), DSTACK_OK);
+    assert_int_equal(ds_sim_engine_start(e, en.t[0], &w, 1, 0, 2, 0, (void *)3), DSTACK_OK);
+    ds_sim_engine_drain(e, on_end, &en);
+    assert_int_equal(end_of(&en, 2), 3000 + 2000);
+    assert_true(end_of(&en, 3) > 3000 + 1000); /* shares unit 0 with batch 2 */
+    ds_sim_engine_destroy(e);
+    /* units that do not fit the device are refused, and a device whose
+     * units hold more SMs than it has is no device */
+    e = ds_sim_engine_create(&d, false);
+    assert_int_equal(ds_sim_engine_start(e, 0, &k, 1, 0, 3, 0, NULL), DSTACK_ERR_INVALID_ARGUMENT);
+    assert_int_equal(ds_sim_engine_start(e, 0, &k, 1, 2, 1, 0, NULL), DSTACK_ERR_INVALID_ARGUMENT);
+    ds_sim_engine_destroy(e);
+    d.sm_count = 15;
+    assert_null(ds_sim_engine_create(&d, false));
+}
+
 static void test_disjoint_partitions_contend_only_for_memory(void **state)
 {
     (void)state;
@@ -437,6 +480,11 @@ static void test_executor_virtual_time_calls_done_in_order(void **state)
     ds_partition big, small;
     assert_int_equal(ex->ops->partition_get(ex, 0, 14, &big), DSTACK_OK);
     assert_int_equal(big.sm_count, 112);
+    ds_partition all;
+    assert_int_equal(ex->ops->partition_get(ex, 0, 15, &all), DSTACK_OK);
+    assert_int_equal(all.sm_count, 132); /* every unit: the whole device */
+    assert_int_equal(ex->ops->partition_get(ex, 1, 14, &all), DSTACK_OK);
+    assert_int_equal(all.sm_count, 112);
     assert_int_equal(ex->ops->partition_get(ex, 14, 1, &small), DSTACK_OK);
     assert_int_equal(ex->ops->partition_get(ex, 14, 2, &small), DSTACK_ERR_INVALID_ARGUMENT);
     assert_int_equal(ex->ops->partition_get(ex, 14, 1, &small), DSTACK_OK);
@@ -586,6 +634,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_kernel_alone_takes_one_wave),
         cmocka_unit_test(test_waves_quantize),
+        cmocka_unit_test(test_every_unit_is_the_whole_device),
         cmocka_unit_test(test_disjoint_partitions_contend_only_for_memory),
         cmocka_unit_test(test_shared_sms_go_in_launch_order),
         cmocka_unit_test(test_ideal_mode_has_no_waves_and_shares_the_device),

@@ -17,6 +17,7 @@
 #include "util/checked.h"
 #include "util/error.h"
 #include "util/fault.h"
+#include "util/units.h"
 
 #define DEFAULT_MAX_BATCH 32
 #define MAX_MAX_BATCH 4096
@@ -252,9 +253,10 @@ static ds_latency_model *cache_lookup(const dstack_ctx *ctx, const ds_cache_key 
     const ds_device_info *dev = &ctx->exec->device;
     bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
     if (st == DSTACK_OK && (m->max_batch != max_batch ||
-                            (!cpu && m->n_units > 1 && (m->n_units != dev->n_units || m->unit_sms != dev->unit_sms)))) {
-        st = ds_fail(DSTACK_ERR_PARSE, "table for max_batch %u on %u units of %u SMs", m->max_batch, m->n_units,
-                     m->unit_sms);
+                            (!cpu && m->n_units > 1 && (m->n_units != dev->n_units || m->unit_sms != dev->unit_sms ||
+                                                          m->sm_count != dev->sm_count)))) {
+        st = ds_fail(DSTACK_ERR_PARSE, "table for max_batch %u on %u units of %u SMs (%u in all)", m->max_batch,
+                     m->n_units, m->unit_sms, m->sm_count);
         free(m);
         m = NULL;
     }
@@ -300,8 +302,8 @@ uint32_t ds_api_share_sms(const dstack_ctx *ctx, uint32_t units)
     const ds_device_info *dev = &ctx->exec->device;
     if (ctx->backend == DSTACK_BACKEND_CPU)
         return 0;
-    uint64_t sms = (uint64_t)units * (dev->unit_sms ? dev->unit_sms : 1);
-    return sms < dev->sm_count ? (uint32_t)sms : dev->sm_count;
+    uint32_t n = dev->n_units ? dev->n_units : 1;
+    return ds_units_sms(dev->sm_count, dev->unit_sms ? dev->unit_sms : 1, n, units < n ? units : n);
 }
 
 static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_desc *d, api_model *am,

@@ -6,6 +6,7 @@
 #include "api/sized.h"
 #include "sim/sim.h"
 #include "util/error.h"
+#include "util/units.h"
 
 DSTACK_API void dstack_request_init(dstack_request *r)
 {
@@ -101,7 +102,8 @@ DSTACK_API dstack_status dstack_ctx_stats_get(dstack_ctx *ctx, dstack_ctx_stats 
     if (ctx->backend == DSTACK_BACKEND_SIM)
         full.gpu_utilization = total > 0 ? ds_sim_exec_busy_sm_ns(ctx->exec) / total : 0;
     else
-        full.gpu_utilization = total > 0 ? (double)t.unit_busy_ns * dev->unit_sms / total : 0;
+        full.gpu_utilization = total > 0 ? ((double)t.unit_busy_ns * dev->unit_sms +
+                                            (double)t.whole_busy_ns * ds_units_leftover(dev->sm_count, dev->unit_sms, dev->n_units)) / total : 0;
     if (full.gpu_utilization > 1)
         full.gpu_utilization = 1;
     ds_copy_out(stats, &full, sizeof full);

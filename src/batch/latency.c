@@ -12,6 +12,7 @@
 #include "util/error.h"
 #include "util/fault.h"
 #include "util/log.h"
+#include "util/units.h"
 
 static double column(const ds_latency_model *m, uint32_t i, uint32_t u) { return m->us[i][u - 1]; }
 
@@ -82,6 +83,14 @@ bool ds_replan_due(double planned, double measured, double factor)
     return measured > planned * factor || measured * factor < planned;
 }
 
+/* SMs of u units of m's device; a table without sm_count (made by hand)
+ * takes every unit as n_units x unit_sms. */
+static uint32_t lm_sms(const ds_latency_model *m, uint32_t u)
+{
+    uint32_t held = m->n_units * m->unit_sms;
+    return ds_units_sms(m->sm_count > held ? m->sm_count : held, m->unit_sms, m->n_units, u);
+}
+
 uint32_t ds_latency_knee_units(const ds_latency_model *m, uint32_t b)
 {
     if (m->n_units <= 1 || m->unit_sms == 0)
@@ -89,7 +98,7 @@ uint32_t ds_latency_knee_units(const ds_latency_model *m, uint32_t b)
     uint32_t sms[64];
     double lat[64];
     for (uint32_t u = 1; u <= m->n_units; u++) {
-        sms[u - 1] = u * m->unit_sms;
+        sms[u - 1] = lm_sms(m, u);
         lat[u - 1] = ds_latency_us(m, b, u);
     }
     ds_knee_result r;
@@ -157,7 +166,7 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
     for (uint32_t j = 0; j < n_cand; j++) {
         at_share s = {m, cand[j]};
         ds_batch_plan p;
-        ds_batch_query q = {fixed_batch ? fixed_batch : m->max_batch, slo_us, rate, cand[j] * (m->unit_sms ? m->unit_sms : 1)};
+        ds_batch_query q = {fixed_batch ? fixed_batch : m->max_batch, slo_us, rate, m->unit_sms ? lm_sms(m, cand[j]) : cand[j]};
         dstack_status st = ds_batch_pick_for_slo(&q, latency_at_share, &s, &p);
         if (st != DSTACK_OK)
             return st;
@@ -404,6 +413,7 @@ dstack_status ds_latency_model_build_logged(ds_executor *ex, ds_exec_plan *plan,
     lm->max_batch = max_batch;
     lm->n_units = shares ? dev->n_units : 1;
     lm->unit_sms = shares ? dev->unit_sms : 0;
+    lm->sm_count = shares ? dev->sm_count : 0;
     lm->n_b = batch_grid(ex, cpu, max_batch, lm->b);
     bool timed = !ex->ops->model_time_ns;
     ds_log(lg, DSTACK_LOG_INFO, "profiling %s on %s: %u batch sizes (%u..%u) x %u unit counts%s", name,
@@ -436,7 +446,7 @@ dstack_status ds_latency_model_build_logged(ds_executor *ex, ds_exec_plan *plan,
 /* ---- serialization for the profile cache (see latency.h) ---- */
 
 static const char LM_MAGIC[4] = {'D', 'S', 'L', 'M'};
-#define LM_HEADER 24u
+#define LM_HEADER 28u
 
 static void put_u32(uint8_t *p, uint32_t v)
 {
@@ -485,7 +495,8 @@ dstack_status ds_latency_model_encode(const ds_latency_model *m, void **blob, si
     put_u32(p + 8, m->max_batch);
     put_u32(p + 12, m->n_units);
     put_u32(p + 16, m->unit_sms);
-    put_u32(p + 20, m->n_b);
+    put_u32(p + 20, m->sm_count);
+    put_u32(p + 24, m->n_b);
     uint8_t *q = p + LM_HEADER;
     for (uint32_t i = 0; i < m->n_b; i++, q += 4)
         put_u32(q, m->b[i]);
@@ -504,7 +515,7 @@ dstack_status ds_latency_model_decode(const void *blob, size_t n_blob, ds_latenc
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "latency model decode: NULL argument");
     if (n_blob < LM_HEADER || memcmp(p, LM_MAGIC, 4) != 0)
         return ds_fail(DSTACK_ERR_PARSE, "latency model: %zu bytes without the DSLM header", n_blob);
-    uint32_t ver = get_u32(p + 4), n_units = get_u32(p + 12), n_b = get_u32(p + 20);
+    uint32_t ver = get_u32(p + 4), n_units = get_u32(p + 12), n_b = get_u32(p + 24);
     if (ver != DS_LATENCY_BLOB_VERSION)
         return ds_fail(DSTACK_ERR_PARSE, "latency model: layout version %u, expected %u", ver,
                        DS_LATENCY_BLOB_VERSION);
@@ -519,9 +530,11 @@ dstack_status ds_latency_model_decode(const void *blob, size_t n_blob, ds_latenc
     m->max_batch = get_u32(p + 8);
     m->n_units = n_units;
     m->unit_sms = get_u32(p + 16);
+    m->sm_count = get_u32(p + 20);
     m->n_b = n_b;
     const uint8_t *q = p + LM_HEADER;
-    bool ok = m->max_batch > 0;
+    /* units of unit_sms SMs fit in the device's sm_count */
+    bool ok = m->max_batch > 0 && (m->unit_sms == 0 || (uint64_t)m->unit_sms * n_units <= m->sm_count);
     for (uint32_t i = 0; i < n_b; i++, q += 4) {
         m->b[i] = get_u32(q);
         ok = ok && m->b[i] > 0 && (i == 0 || m->b[i] > m->b[i - 1]);

@@ -44,6 +44,7 @@ typedef struct ds_latency_model {
     uint32_t max_batch;
     uint32_t n_units;            /* columns: 1..n_units units */
     uint32_t unit_sms;           /* SMs per unit; 0 where shares do not apply (cpu) */
+    uint32_t sm_count;           /* SMs of every unit: the whole device (util/units.h) */
     uint32_t n_b;
     uint32_t b[DS_LAT_MAX_GRID]; /* grid batches, increasing */
     double us[DS_LAT_MAX_GRID][64]; /* us[i][u-1]: latency of b[i] on u units */
@@ -167,14 +168,17 @@ bool ds_replan_due(double planned_rate, double measured_rate, double factor);
 /* Serialization for the profile cache (src/profile/cache.h), field by field
  * and little-endian, never a struct dump (no padding, no host byte order):
  *     0  magic "DSLM"                          4 bytes
- *     4  layout version (1)                    u32
- *     8  max_batch, n_units, unit_sms, n_b     u32 x 4
- *    24  b[0..n_b)                             u32 x n_b
+ *     4  layout version (2)                    u32
+ *     8  max_batch, n_units, unit_sms,         u32 x 5
+ *        sm_count, n_b
+ *    28  b[0..n_b)                             u32 x n_b
  *     .  us[i][u], i < n_b, u < n_units        IEEE-754 binary64 as u64 x n_b x n_units
  * The size is exact. Decoding checks every field (grid increasing, sizes in
  * range, latencies positive and finite) and returns PARSE with a reason
  * for anything else: a cache entry is never trusted. */
-#define DS_LATENCY_BLOB_VERSION 1u
+/* 2: sm_count added; every unit became the whole device (132 SMs, not
+ * 120), so tables of version 1 measured another share there */
+#define DS_LATENCY_BLOB_VERSION 2u
 dstack_status ds_latency_model_encode(const ds_latency_model *m, void **blob, size_t *n_blob);
 dstack_status ds_latency_model_decode(const void *blob, size_t n_blob, ds_latency_model **out);
 

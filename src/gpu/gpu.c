@@ -182,6 +182,15 @@ static dstack_status part_make_stream(ds_gpu *g, ds_gpu_part *p) {
         cudaError_t e = cudaStreamCreateWithFlags(&p->stream, cudaStreamNonBlocking);
         return e == cudaSuccess ? DSTACK_OK : ds_gpu_cuda_fail(e, "cudaStreamCreateWithFlags");
     }
+    if (p->first_unit == 0 && p->unit_count == g->info.n_units) {
+        /* Every unit: the whole device, an ordinary stream of the primary
+         * context, so a batch that holds every unit also gets the SMs no
+         * unit holds (12 on a 132-SM Hopper; util/units.h). Nothing else
+         * runs meanwhile: the scheduler gives no unit to anyone else. */
+        p->sm_count = g->info.sm_count;
+        cudaError_t e = cudaStreamCreateWithFlags(&p->stream, cudaStreamNonBlocking);
+        return e == cudaSuccess ? DSTACK_OK : ds_gpu_cuda_fail(e, "cudaStreamCreateWithFlags");
+    }
     CUdevResourceDesc desc;
     CUresult r = g->api.generate_desc(&desc, &g->units[p->first_unit], p->unit_count);
     if (r != CUDA_SUCCESS)

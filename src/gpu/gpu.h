@@ -14,7 +14,11 @@
  *    (cuGreenCtxStreamCreate), a cuDNN and a cuBLAS handle bound to that
  *    stream (cublasSetSmCountTarget = the SMs read back with
  *    cuGreenCtxGetDevResource; the legacy cuDNN API has no SM target) and a
- *    cuBLAS workspace. Created LAZILY on the first ds_gpu_partition call for
+ *    cuBLAS workspace. The range of every unit is the exception: it is the
+ *    whole device, an ordinary non-blocking stream of the primary context
+ *    with all sm_count SMs (the 12 left over included; util/units.h), which
+ *    is safe because nothing else runs while a batch holds every unit.
+ *    Created LAZILY on the first ds_gpu_partition call for
  *    that range and cached for the life of the device (overlapping green
  *    contexts are allowed; disjointness of what runs together is the
  *    scheduler's job). Warm-up: the scheduler (or ds_gpu_partition_warm)

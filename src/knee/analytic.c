@@ -7,6 +7,7 @@
 
 #include "sim/kernels.h"
 #include "util/error.h"
+#include "util/units.h"
 
 dstack_status ds_knee_analytic(const ds_graph *g, uint32_t batch, const ds_sim_device *dev,
                                const ds_knee_params *params, ds_knee_curve *out)
@@ -28,7 +29,7 @@ dstack_status ds_knee_analytic(const ds_graph *g, uint32_t batch, const ds_sim_d
     double host = ds_sim_host_bytes(g, batch);
     for (uint32_t u = 1; u <= c.n_units && st == DSTACK_OK; u++) {
         uint64_t ns = 0;
-        c.sms[u - 1] = u * c.unit_sms;
+        c.sms[u - 1] = ds_units_sms(dev->sm_count, c.unit_sms, c.n_units, u);
         st = ds_sim_alone_ns(dev, k, n, u, host, &ns);
         c.us[u - 1] = (double)ns / 1e3;
     }
@@ -119,6 +120,8 @@ dstack_status ds_knee_analytic_trace(const ds_kernel_record *k, size_t n, uint32
         if (k[i].end_ns < k[i].start_ns)
             return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "analytic knee from a trace: kernel %zu ends before it starts",
                            i);
+    /* the trace is taken on every unit, the whole device (util/units.h) */
+    uint32_t whole = traced_sms > n_units * unit_sms ? traced_sms : n_units * unit_sms;
     for (size_t i = 0; i < n; i++) { /* each kernel's occupancy and waves at S0 once, its time at every share */
         uint32_t p = ds_occupancy_blocks_per_sm(lim, k[i].block_threads, k[i].regs_per_thread, k[i].smem_bytes,
                                                 k[i].smem_config);
@@ -130,11 +133,11 @@ dstack_status ds_knee_analytic_trace(const ds_kernel_record *k, size_t n, uint32
         double d = (double)(k[i].end_ns - k[i].start_ns) / 1e3, w0 = waves(blocks, p, traced_sms);
         t.kernel_us += d;
         for (uint32_t u = 1; u <= n_units; u++)
-            t.curve.us[u - 1] += d * waves(blocks, p, u * unit_sms) / w0;
+            t.curve.us[u - 1] += d * waves(blocks, p, ds_units_sms(whole, unit_sms, n_units, u)) / w0;
     }
     t.outside_us = total_us > t.kernel_us ? total_us - t.kernel_us : 0;
     for (uint32_t u = 1; u <= n_units; u++) {
-        t.curve.sms[u - 1] = u * unit_sms;
+        t.curve.sms[u - 1] = ds_units_sms(whole, unit_sms, n_units, u);
         t.curve.us[u - 1] += t.outside_us;
     }
     dstack_status st = ds_knee_from_sweep(t.curve.sms, t.curve.us, n_units, params, &t.curve.knee);

@@ -26,8 +26,9 @@
  * cuda the same formula with CUPTI's grids is a prediction, and the real
  * device fixes the scale (ds_latency_fit: L = a x A + c).
  *
- * The curve is taken at s = u x unit_sms for u = 1..n_units (the shares
- * the scheduler can grant; partitioning NONE: one point, all SMs), the same
+ * The curve is taken at s = u x unit_sms for u = 1..n_units - 1 and at all
+ * the device's SMs for every unit (the shares the scheduler can grant,
+ * util/units.h; partitioning NONE: one point, all SMs), the same
  * range a sweep covers, because the knee is relative to the range
  * (knee.h). Where it beats a sweep: one kernel list per batch and
  * n_units sums, microseconds per model, so a new model is placed at once.
@@ -113,7 +114,9 @@ typedef struct ds_trace_curve {
 } ds_trace_curve;
 
 /* The curve above from n kernel records traced on traced_sms SMs in a batch
- * of total_us, at s = u x unit_sms for u = 1..n_units. INVALID_ARGUMENT for
+ * of total_us, at s = u x unit_sms for u = 1..n_units - 1 and, for every
+ * unit, the whole device (util/units.h): the trace is taken there, so that
+ * point is traced_sms SMs (at least n_units x unit_sms). INVALID_ARGUMENT for
  * NULL pointers, n == 0, traced_sms, unit_sms or n_units of 0, n_units
  * above 64, a non-finite total, or a record that ends before it starts. *out is written only on success. */
 dstack_status ds_knee_analytic_trace(const ds_kernel_record *k, size_t n, uint32_t traced_sms, double total_us,

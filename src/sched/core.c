@@ -107,8 +107,11 @@ struct ds_core {
 
 static void union_account(ds_core *c, uint64_t now)
 {
-    if (now > c->union_since_ns)
+    if (now > c->union_since_ns) {
         c->totals.unit_busy_ns += (uint64_t)c->units_union * (now - c->union_since_ns);
+        if (c->units_union == c->cfg.n_units)
+            c->totals.whole_busy_ns += now - c->union_since_ns;
+    }
     c->union_since_ns = now;
 }
 

@@ -51,7 +51,12 @@ struct ds_sim_engine {
     double now;
     double busy;             /* SM x ns */
     uint64_t next_seq, next_launch;
+    /* Units as the engine holds them: the device's n_units, plus one unit
+     * of the SMs no unit holds (12 on the H100) when there are any, which
+     * only a batch on every unit reaches (util/units.h: that range is the
+     * whole device). */
     uint32_t n_units;
+    uint32_t usms[DS_SIM_MAX_UNITS + 1]; /* SMs of each unit */
     uint32_t *unit_free;     /* free slots per unit */
     double *unit_load;       /* scratch: SM throughput asked of each unit / its SMs */
     eng_batch *b;
@@ -115,7 +120,8 @@ static bool grow_rounds(ds_sim_engine *e, uint32_t want)
 
 ds_sim_engine *ds_sim_engine_create(const ds_sim_device *dev, bool ideal)
 {
-    if (!dev || dev->n_units == 0 || dev->unit_sms == 0)
+    if (!dev || dev->n_units == 0 || dev->unit_sms == 0 || dev->n_units > DS_SIM_MAX_UNITS ||
+        (uint64_t)dev->n_units * dev->unit_sms > dev->sm_count)
         return NULL;
     ds_sim_engine *e = calloc(1, sizeof *e);
     if (!e)
@@ -123,6 +129,10 @@ ds_sim_engine *ds_sim_engine_create(const ds_sim_device *dev, bool ideal)
     e->dev = *dev;
     e->ideal = ideal;
     e->n_units = dev->n_units;
+    for (uint32_t u = 0; u < dev->n_units; u++)
+        e->usms[u] = dev->unit_sms;
+    if (dev->sm_count > dev->n_units * dev->unit_sms)
+        e->usms[e->n_units++] = dev->sm_count - dev->n_units * dev->unit_sms;
     e->unit_free = malloc(e->n_units * sizeof *e->unit_free);
     e->unit_load = malloc(e->n_units * sizeof *e->unit_load);
     if (!e->unit_free || !e->unit_load || !grow_batches(e, 16) || !grow_rounds(e, 16)) {
@@ -130,7 +140,7 @@ ds_sim_engine *ds_sim_engine_create(const ds_sim_device *dev, bool ideal)
         return NULL;
     }
     for (uint32_t u = 0; u < e->n_units; u++)
-        e->unit_free[u] = dev->unit_sms * DS_SIM_SM_SLOTS;
+        e->unit_free[u] = e->usms[u] * DS_SIM_SM_SLOTS;
     return e;
 }
 
@@ -160,6 +170,7 @@ static bool engine_clone(ds_sim_engine *dst, const ds_sim_engine *src)
     dst->busy = src->busy;
     dst->next_seq = src->next_seq;
     dst->next_launch = src->next_launch;
+    memcpy(dst->usms, src->usms, sizeof src->usms);
     memcpy(dst->unit_free, src->unit_free, src->n_units * sizeof *src->unit_free);
     memcpy(dst->b, src->b, src->nb * sizeof *src->b);
     dst->nb = src->nb;
@@ -235,7 +246,7 @@ static bool dispatch_normal(ds_sim_engine *e)
         bool all_free = true;
         for (uint32_t u = b->first_unit; u < b->first_unit + b->n_units; u++) {
             fit += e->unit_free[u] / spb;
-            all_free = all_free && e->unit_free[u] == e->dev.unit_sms * DS_SIM_SM_SLOTS;
+            all_free = all_free && e->unit_free[u] == e->usms[u] * DS_SIM_SM_SLOTS;
         }
         if (fit == 0) {
             i++;
@@ -266,16 +277,16 @@ static bool dispatch_normal(ds_sim_engine *e)
         for (int pass = 0; pass < 2; pass++)
             for (uint32_t u = b->first_unit; u < b->first_unit + b->n_units && need; u++) {
                 uint64_t take = e->unit_free[u] / spb;
-                if (pass == 0 && take > e->dev.unit_sms)
-                    take = e->dev.unit_sms;
+                if (pass == 0 && take > e->usms[u])
+                    take = e->usms[u];
                 if (take > need)
                     take = need;
                 uint64_t had = rs[u] / spb;
                 rs[u] += (uint32_t)(take * spb);
                 e->unit_free[u] -= (uint32_t)(take * spb);
                 r->slots += (uint32_t)(take * spb);
-                uint64_t now_sms = had + take < e->dev.unit_sms ? had + take : e->dev.unit_sms;
-                uint64_t had_sms = had < e->dev.unit_sms ? had : e->dev.unit_sms;
+                uint64_t now_sms = had + take < e->usms[u] ? had + take : e->usms[u];
+                uint64_t had_sms = had < e->usms[u] ? had : e->usms[u];
                 r->touched += (double)(now_sms - had_sms);
                 need -= take;
             }
@@ -379,7 +390,7 @@ static void unit_loads(ds_sim_engine *e)
             for (uint32_t u = 0; u < e->n_units; u++)
                 e->unit_load[u] += e->rslots[(size_t)i * e->n_units + u] * e->r[i].use_per_slot;
     for (uint32_t u = 0; u < e->n_units; u++)
-        e->unit_load[u] /= e->dev.unit_sms;
+        e->unit_load[u] /= e->usms[u];
 }
 
 static double unit_slowdown(const ds_sim_engine *e, uint32_t i)
@@ -571,10 +582,10 @@ dstack_status ds_sim_engine_start(ds_sim_engine *e, uint64_t t_ns, const ds_sim_
 {
     if (!e || (n && !k))
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "sim engine: NULL argument");
-    if (n_units == 0 || first_unit >= e->n_units || n_units > e->n_units - first_unit)
+    if (n_units == 0 || first_unit >= e->dev.n_units || n_units > e->dev.n_units - first_unit)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT,
                        "sim: units [%u, %u) do not fit the %u units of the device", first_unit,
-                       first_unit + n_units, e->n_units);
+                       first_unit + n_units, e->dev.n_units);
     for (uint32_t i = 0; i < n; i++)
         if (k[i].blocks_per_sm == 0 || DS_SIM_SM_SLOTS % k[i].blocks_per_sm)
             return ds_fail(DSTACK_ERR_INVALID_ARGUMENT,
@@ -600,7 +611,7 @@ dstack_status ds_sim_engine_start(ds_sim_engine *e, uint64_t t_ns, const ds_sim_
     b->k = k;
     b->n = n;
     b->first_unit = first_unit;
-    b->n_units = n_units;
+    b->n_units = n_units == e->dev.n_units ? e->n_units : n_units; /* every unit: the whole device */
     b->seq = e->next_seq++;
     b->user = user;
     b->timer = base + ds_sim_batch_overhead_ns(&e->dev, host_bytes) +

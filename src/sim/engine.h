@@ -6,6 +6,10 @@
  *    a kernel with p blocks/SM takes DS_SIM_SM_SLOTS / p of them. Blocks
  *    never straddle units; inside a unit SMs are pooled (a block fits where
  *    the unit has room, not on a particular SM).
+ *  - The whole device. The SMs no unit holds (132 - 15 x 8 = 12 on the
+ *    H100) are one more unit that only a batch on every unit reaches: that
+ *    range is the whole device (util/units.h), as on the GPU, where a batch
+ *    that holds every unit runs on an ordinary stream with all the SMs.
  *  - A batch: batch overhead (fixed + request bytes / host_bw), then for each
  *    kernel a launch gap, then the kernel; kernel i+1 launches only when
  *    kernel i has finished (one stream per batch).

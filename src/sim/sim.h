@@ -8,7 +8,9 @@
  *
  *  - ds_sim_device: what is simulated. ds_sim_device_default() gives the
  *    H100 SXM as measured (132 SMs; green-context units of 8 SMs: 15 units
- *    and 12 SMs left over; partitioning NONE: one unit of all 132 SMs), with
+ *    and 12 SMs left over, which a batch on every unit gets too: that range
+ *    is the whole device, util/units.h; partitioning NONE: one unit of all
+ *    132 SMs), with
  *    the constants fitted in bench/profiles/h100-sim.txt (compiled in; the
  *    file is the record of the data and the fit).
  *  - ds_sim_kernels(): the kernel list of a graph at batch b (one or more
@@ -40,6 +42,9 @@
 #include "exec/exec.h"
 #include "graph/graph.h"
 #include "util/clock.h"
+
+/* Most units a simulated device may have (the scheduler's unit mask). */
+#define DS_SIM_MAX_UNITS 64
 
 typedef struct ds_sim_device {
     char name[DSTACK_NAME_LEN];

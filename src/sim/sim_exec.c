@@ -28,6 +28,7 @@
 #include "sim/engine.h"
 #include "sim/sim.h"
 #include "util/error.h"
+#include "util/units.h"
 
 typedef struct sim_run {
     ds_exec_done_fn done;
@@ -265,7 +266,7 @@ static dstack_status sim_partition_get(ds_executor *ex, uint32_t first_unit, uin
                        first_unit, unit_count, se->dev.n_units);
     out->first_unit = first_unit;
     out->unit_count = unit_count;
-    out->sm_count = se->dev.n_units == 1 ? se->dev.sm_count : unit_count * se->dev.unit_sms;
+    out->sm_count = ds_units_sms(se->dev.sm_count, se->dev.unit_sms, se->dev.n_units, unit_count);
     out->handle = NULL;
     return DSTACK_OK;
 }
