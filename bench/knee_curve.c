@@ -185,6 +185,7 @@ int main(int argc, char **argv)
     }
     const ds_device_info *dev = &ex->device;
     uint32_t nu = dev->n_units, usms = dev->unit_sms;
+    uint32_t whole = ds_units_whole_sms(dev->partitioning, dev->sm_count, usms, nu);
     if (nu < 2 || nu > 64) {
         fprintf(stderr, "knee_curve: the device has %u partition units: no curve\n", nu);
         return 1;
@@ -211,7 +212,7 @@ int main(int argc, char **argv)
                 return 1;
             }
             meas[i][u - 1] = pt.median_us * (noise > 0 ? 1.0 + uniform(noise) : 1.0);
-            sms[u - 1] = ds_units_sms(dev->sm_count, usms, nu, u);
+            sms[u - 1] = ds_units_sms(whole, usms, nu, u);
         }
         ds_knee_result kr;
         ds_knee_from_sweep(sms, meas[i], nu, NULL, &kr);
@@ -282,7 +283,7 @@ int main(int argc, char **argv)
         printf("   b=%-2u sweep analytic%s", batches[i], traced ? "    trace" : "");
     printf("\n");
     for (uint32_t u = 1; u <= nu; u++) {
-        uint32_t s = ds_units_sms(dev->sm_count, usms, nu, u); /* every unit: the whole device */
+        uint32_t s = ds_units_sms(whole, usms, nu, u); /* every unit: the whole device */
         printf("%6u", s);
         for (uint32_t i = 0; i < n_batches; i++) {
             bool ks = knee_sweep[i] == s, ka = knee_ana[i] == s, kt = traced && knee_trc[i] == s;

@@ -290,7 +290,10 @@ typedef struct dstack_model_desc {
     uint64_t slo_us;            /* latency objective per request; 0 = none;
                                    at most DSTACK_MAX_SLO_US */
     uint32_t max_batch;         /* largest batch ever formed, default 32 */
-    uint32_t fixed_sm_count;    /* 0: the library picks the knee; else SMs */
+    uint32_t fixed_sm_count;    /* 0: the library picks the knee; else SMs,
+                                   rounded up to partition units; all the
+                                   units are the whole device (132 SMs on
+                                   an H100, not 15 x 8) */
     uint32_t fixed_batch;       /* 0: the library picks the batch; else this */
     dstack_precision precision; /* default FP32 */
     uint64_t seed;              /* ZOO: seed of the generated weights */

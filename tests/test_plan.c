@@ -23,6 +23,7 @@
 #include "sched/des.h"
 #include "sched/policy.h"
 #include "sim/sim.h"
+#include "util/units.h"
 #include "util/fault.h"
 #include "util/sha256.h"
 
@@ -777,6 +778,26 @@ static void test_cache_off_profiles_every_time(void **unused)
     counting_ctx_destroy(ctx);
 }
 
+/* util/units.h: every unit is the whole device under green contexts only;
+ * an MPS client's one unit is its share, not the device. */
+static void test_units_sms_rule(void **unused)
+{
+    (void)unused;
+    uint32_t g = ds_units_whole_sms(DSTACK_PARTITION_GREEN_CTX, 132, 8, 15);
+    assert_int_equal(g, 132);
+    assert_int_equal(ds_units_sms(g, 8, 15, 15), 132);
+    assert_int_equal(ds_units_sms(g, 8, 15, 14), 112);
+    assert_int_equal(ds_units_sms(g, 8, 15, 1), 8);
+    assert_int_equal(ds_units_leftover(DSTACK_PARTITION_GREEN_CTX, 132, 8, 15), 12);
+    assert_int_equal(ds_units_whole_sms(DSTACK_PARTITION_GREEN_CTX, 128, 8, 16), 128); /* none left over */
+    assert_int_equal(ds_units_whole_sms(DSTACK_PARTITION_NONE, 132, 132, 1), 132);
+    uint32_t mps = ds_units_whole_sms(DSTACK_PARTITION_MPS, 132, 66, 1);
+    assert_int_equal(mps, 66);
+    assert_int_equal(ds_units_sms(mps, 66, 1, 1), 66);
+    assert_int_equal(ds_units_leftover(DSTACK_PARTITION_MPS, 132, 66, 1), 0);
+    assert_int_equal(ds_units_whole_sms(DSTACK_PARTITION_NONE, 4, 4, 1), 4); /* cpu: threads */
+}
+
 static void test_latency_model_blob_round_trips_and_refuses_damage(void **unused)
 {
     (void)unused;
@@ -828,6 +849,7 @@ int main(void)
         cmocka_unit_test(test_damaged_cache_entry_is_ignored_logged_and_rebuilt),
         cmocka_unit_test(test_cache_off_profiles_every_time),
         cmocka_unit_test(test_latency_model_blob_round_trips_and_refuses_damage),
+        cmocka_unit_test(test_units_sms_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

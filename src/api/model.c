@@ -254,7 +254,8 @@ static ds_latency_model *cache_lookup(const dstack_ctx *ctx, const ds_cache_key 
     bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
     if (st == DSTACK_OK && (m->max_batch != max_batch ||
                             (!cpu && m->n_units > 1 && (m->n_units != dev->n_units || m->unit_sms != dev->unit_sms ||
-                                                          m->sm_count != dev->sm_count)))) {
+                                                          m->sm_count != ds_units_whole_sms(dev->partitioning, dev->sm_count,
+                                                                             dev->unit_sms, dev->n_units))))) {
         st = ds_fail(DSTACK_ERR_PARSE, "table for max_batch %u on %u units of %u SMs (%u in all)", m->max_batch,
                      m->n_units, m->unit_sms, m->sm_count);
         free(m);
@@ -302,8 +303,8 @@ uint32_t ds_api_share_sms(const dstack_ctx *ctx, uint32_t units)
     const ds_device_info *dev = &ctx->exec->device;
     if (ctx->backend == DSTACK_BACKEND_CPU)
         return 0;
-    uint32_t n = dev->n_units ? dev->n_units : 1;
-    return ds_units_sms(dev->sm_count, dev->unit_sms ? dev->unit_sms : 1, n, units < n ? units : n);
+    uint32_t n = dev->n_units ? dev->n_units : 1, unit_sms = dev->unit_sms ? dev->unit_sms : 1;
+    return ds_units_sms(ds_units_whole_sms(dev->partitioning, dev->sm_count, unit_sms, n), unit_sms, n, units);
 }
 
 static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_desc *d, api_model *am,
@@ -348,7 +349,7 @@ static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_
                d->fixed_batch ? " (fixed)" : "", plan.latency_us / 1e3);
     else
         ds_log(lg, DSTACK_LOG_INFO, "%s: share %u SMs (%u units%s), batch %u%s (its own knee: %u units), "
-               "predicted %.3f ms", name, plan.units * unit_sms, plan.units, am->fixed_units ? ", fixed" : "",
+               "predicted %.3f ms", name, ds_api_share_sms(ctx, plan.units), plan.units, am->fixed_units ? ", fixed" : "",
                plan.batch, d->fixed_batch ? " (fixed)" : "", plan.knee_units, plan.latency_us / 1e3);
     if (plan.flags & DS_BATCH_INFEASIBLE)
         ds_log(lg, DSTACK_LOG_WARN, "%s: no batch size meets the %llu us SLO (batch %u takes %.3f ms)", name,

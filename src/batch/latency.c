@@ -413,7 +413,7 @@ dstack_status ds_latency_model_build_logged(ds_executor *ex, ds_exec_plan *plan,
     lm->max_batch = max_batch;
     lm->n_units = shares ? dev->n_units : 1;
     lm->unit_sms = shares ? dev->unit_sms : 0;
-    lm->sm_count = shares ? dev->sm_count : 0;
+    lm->sm_count = shares ? ds_units_whole_sms(dev->partitioning, dev->sm_count, dev->unit_sms, dev->n_units) : 0;
     lm->n_b = batch_grid(ex, cpu, max_batch, lm->b);
     bool timed = !ex->ops->model_time_ns;
     ds_log(lg, DSTACK_LOG_INFO, "profiling %s on %s: %u batch sizes (%u..%u) x %u unit counts%s", name,

@@ -44,7 +44,8 @@ typedef struct ds_latency_model {
     uint32_t max_batch;
     uint32_t n_units;            /* columns: 1..n_units units */
     uint32_t unit_sms;           /* SMs per unit; 0 where shares do not apply (cpu) */
-    uint32_t sm_count;           /* SMs of every unit: the whole device (util/units.h) */
+    uint32_t sm_count;           /* SMs of every unit (util/units.h: the whole device under green
+                                  * contexts); 0 where shares do not apply */
     uint32_t n_b;
     uint32_t b[DS_LAT_MAX_GRID]; /* grid batches, increasing */
     double us[DS_LAT_MAX_GRID][64]; /* us[i][u-1]: latency of b[i] on u units */

@@ -101,6 +101,7 @@ struct ds_core {
      * count once, so utilization stays within 0..1 */
     uint32_t unit_refs[64];
     uint32_t units_union;
+    uint32_t n_whole;             /* running batches that hold every unit: the whole device */
     uint64_t union_since_ns;
     ds_core_totals totals;
 };
@@ -109,7 +110,7 @@ static void union_account(ds_core *c, uint64_t now)
 {
     if (now > c->union_since_ns) {
         c->totals.unit_busy_ns += (uint64_t)c->units_union * (now - c->union_since_ns);
-        if (c->units_union == c->cfg.n_units)
+        if (c->n_whole > 0)
             c->totals.whole_busy_ns += now - c->union_since_ns;
     }
     c->union_since_ns = now;
@@ -118,6 +119,8 @@ static void union_account(ds_core *c, uint64_t now)
 static void union_add(ds_core *c, uint32_t first, uint32_t count, uint64_t now, bool add)
 {
     union_account(c, now);
+    if (first == 0 && count >= c->cfg.n_units) /* util/units.h: every unit is the whole device */
+        c->n_whole = add ? c->n_whole + 1 : c->n_whole - (c->n_whole > 0);
     for (uint32_t u = first; u < first + count && u < 64; u++) {
         if (add && c->unit_refs[u]++ == 0)
             c->units_union++;

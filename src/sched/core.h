@@ -84,8 +84,9 @@ typedef struct ds_core_start {
 
 typedef struct ds_core_totals {
     uint64_t unit_busy_ns;    /* time-integral of the units held by running batches (their union) */
-    uint64_t whole_busy_ns;   /* time every unit was held: the whole device, SMs no unit holds
-                               * included (util/units.h) */
+    uint64_t whole_busy_ns;   /* time a batch held every unit: it ran on the whole device, the SMs
+                               * no unit holds included (util/units.h); batches that hold
+                               * every unit together but not one alone do not count */
     uint64_t batches, samples_run;
     uint32_t running;         /* batches running now */
     uint32_t units_in_use;    /* units covered by running batches now */

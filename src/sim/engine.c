@@ -11,6 +11,7 @@
 
 #include "sim/engine.h"
 #include "util/error.h"
+#include "util/units.h"
 
 typedef struct eng_batch {
     bool live;
@@ -56,7 +57,7 @@ struct ds_sim_engine {
      * only a batch on every unit reaches (util/units.h: that range is the
      * whole device). */
     uint32_t n_units;
-    uint32_t usms[DS_SIM_MAX_UNITS + 1]; /* SMs of each unit */
+    uint32_t *usms;          /* SMs of each unit */
     uint32_t *unit_free;     /* free slots per unit */
     double *unit_load;       /* scratch: SM throughput asked of each unit / its SMs */
     eng_batch *b;
@@ -120,25 +121,26 @@ static bool grow_rounds(ds_sim_engine *e, uint32_t want)
 
 ds_sim_engine *ds_sim_engine_create(const ds_sim_device *dev, bool ideal)
 {
-    if (!dev || dev->n_units == 0 || dev->unit_sms == 0 || dev->n_units > DS_SIM_MAX_UNITS ||
-        (uint64_t)dev->n_units * dev->unit_sms > dev->sm_count)
+    if (!dev || dev->n_units == 0 || dev->unit_sms == 0 || dev->n_units == UINT32_MAX)
         return NULL;
     ds_sim_engine *e = calloc(1, sizeof *e);
     if (!e)
         return NULL;
     e->dev = *dev;
     e->ideal = ideal;
-    e->n_units = dev->n_units;
-    for (uint32_t u = 0; u < dev->n_units; u++)
-        e->usms[u] = dev->unit_sms;
-    if (dev->sm_count > dev->n_units * dev->unit_sms)
-        e->usms[e->n_units++] = dev->sm_count - dev->n_units * dev->unit_sms;
+    uint32_t left = ds_units_leftover(dev->partitioning, dev->sm_count, dev->unit_sms, dev->n_units);
+    e->n_units = dev->n_units + (left > 0);
+    e->usms = malloc(e->n_units * sizeof *e->usms);
     e->unit_free = malloc(e->n_units * sizeof *e->unit_free);
     e->unit_load = malloc(e->n_units * sizeof *e->unit_load);
-    if (!e->unit_free || !e->unit_load || !grow_batches(e, 16) || !grow_rounds(e, 16)) {
+    if (!e->usms || !e->unit_free || !e->unit_load || !grow_batches(e, 16) || !grow_rounds(e, 16)) {
         ds_sim_engine_destroy(e);
         return NULL;
     }
+    for (uint32_t u = 0; u < dev->n_units; u++)
+        e->usms[u] = dev->unit_sms;
+    if (left)
+        e->usms[dev->n_units] = left;
     for (uint32_t u = 0; u < e->n_units; u++)
         e->unit_free[u] = e->usms[u] * DS_SIM_SM_SLOTS;
     return e;
@@ -149,6 +151,7 @@ void ds_sim_engine_destroy(ds_sim_engine *e)
     if (!e)
         return;
     ds_sim_engine_destroy(e->spec);
+    free(e->usms);
     free(e->unit_free);
     free(e->unit_load);
     free(e->b);
@@ -170,7 +173,7 @@ static bool engine_clone(ds_sim_engine *dst, const ds_sim_engine *src)
     dst->busy = src->busy;
     dst->next_seq = src->next_seq;
     dst->next_launch = src->next_launch;
-    memcpy(dst->usms, src->usms, sizeof src->usms);
+    memcpy(dst->usms, src->usms, src->n_units * sizeof *src->usms);
     memcpy(dst->unit_free, src->unit_free, src->n_units * sizeof *src->unit_free);
     memcpy(dst->b, src->b, src->nb * sizeof *src->b);
     dst->nb = src->nb;
@@ -634,7 +637,9 @@ uint64_t ds_sim_engine_next_end_ns(ds_sim_engine *e)
         e->spec->n_units = e->n_units;
         e->spec->unit_free = malloc(e->n_units * sizeof *e->spec->unit_free);
         e->spec->unit_load = malloc(e->n_units * sizeof *e->spec->unit_load);
-        if (!e->spec->unit_free || !e->spec->unit_load) {
+        e->spec->usms = malloc(e->n_units * sizeof *e->spec->usms);
+        if (!e->spec->unit_free || !e->spec->unit_load || !e->spec->usms) {
+            free(e->spec->usms);
             free(e->spec->unit_free);
             free(e->spec->unit_load);
             free(e->spec);

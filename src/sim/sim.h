@@ -43,9 +43,6 @@
 #include "graph/graph.h"
 #include "util/clock.h"
 
-/* Most units a simulated device may have (the scheduler's unit mask). */
-#define DS_SIM_MAX_UNITS 64
-
 typedef struct ds_sim_device {
     char name[DSTACK_NAME_LEN];
     uint32_t sm_count;        /* SMs of the device (132) */

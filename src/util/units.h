@@ -3,10 +3,13 @@
  * Green contexts split a Hopper GPU into units of 8 SMs inside its GPCs:
  * 15 units and 12 SMs that no unit holds on a 132-SM H100 or H200
  * (GPU-NOTES.md). A range of fewer than all units is a green context of
- * units x unit_sms SMs. The range of every unit is the whole device: while
- * a batch holds every unit nothing else runs, so it runs on an ordinary
- * stream with all sm_count SMs, the 12 left over included (the cuda
- * executor's primary-context stream, the simulator's leftover unit).
+ * units x unit_sms SMs. Under green contexts the range of every unit is
+ * the whole device: while a batch holds every unit nothing else runs, so it
+ * runs on an ordinary stream with all sm_count SMs, the 12 left over
+ * included (the cuda executor's primary-context stream, the simulator's
+ * leftover unit). Without green contexts (NONE, MPS, cpu) there is one
+ * unit and it is what the process has: unit_sms (an MPS client's share is
+ * less than the device's sm_count).
  * One rule for the executors, the latency model, the knee curves and the
  * utilization figures, so that they agree on what a share is.
  */
@@ -15,21 +18,34 @@
 
 #include <stdint.h>
 
-/* SMs of a range of `units` units on a device of `n_units` units of
- * `unit_sms` SMs and `sm_count` SMs in all: sm_count for the range of
- * every unit (and on a device of one unit), units x unit_sms otherwise. */
-static inline uint32_t ds_units_sms(uint32_t sm_count, uint32_t unit_sms, uint32_t n_units, uint32_t units)
+#include "dstack.h"
+
+/* SMs of the range of every unit: sm_count under green contexts when the
+ * units leave SMs over, n_units x unit_sms otherwise. */
+static inline uint32_t ds_units_whole_sms(dstack_partitioning partitioning, uint32_t sm_count, uint32_t unit_sms,
+                                          uint32_t n_units)
 {
-    if (n_units <= 1 || units >= n_units)
+    uint64_t held = (uint64_t)unit_sms * n_units;
+    if (partitioning == DSTACK_PARTITION_GREEN_CTX && sm_count > held)
         return sm_count;
+    return held > UINT32_MAX ? UINT32_MAX : (uint32_t)held;
+}
+
+/* SMs of a range of `units` units (1..n_units) when every unit holds
+ * whole_sms (ds_units_whole_sms): whole_sms for every unit (more units
+ * count as every unit), units x unit_sms for fewer. */
+static inline uint32_t ds_units_sms(uint32_t whole_sms, uint32_t unit_sms, uint32_t n_units, uint32_t units)
+{
+    if (units >= n_units)
+        return whole_sms;
     return units * unit_sms;
 }
 
-/* SMs no unit holds: those only the range of every unit reaches. */
-static inline uint32_t ds_units_leftover(uint32_t sm_count, uint32_t unit_sms, uint32_t n_units)
+/* SMs only the range of every unit reaches (0 without green contexts). */
+static inline uint32_t ds_units_leftover(dstack_partitioning partitioning, uint32_t sm_count, uint32_t unit_sms,
+                                         uint32_t n_units)
 {
-    uint64_t held = (uint64_t)unit_sms * n_units;
-    return n_units > 1 && sm_count > held ? (uint32_t)(sm_count - held) : 0;
+    return ds_units_whole_sms(partitioning, sm_count, unit_sms, n_units) - unit_sms * n_units;
 }
 
 #endif
