@@ -119,6 +119,23 @@ static void test_cuda_create_without_gpu_says_no_device(void **state) {
         assert_true(ex->device.n_units >= 1);
         assert_true(ex->device.unit_sms * ex->device.n_units <= ex->device.sm_count);
         assert_int_not_equal(ex->device.partitioning, DSTACK_PARTITION_AUTO);
+        /* util/units.h: every unit is the whole device (an ordinary
+         * stream); fewer units are a green context of units x unit_sms */
+        uint32_t n = ex->device.n_units;
+        ds_partition all, part;
+        assert_int_equal(ex->ops->partition_get(ex, 0, n, &all), DSTACK_OK);
+        if (ex->device.partitioning == DSTACK_PARTITION_GREEN_CTX) {
+            assert_int_equal(all.sm_count, ex->device.sm_count);
+            if (n > 1) {
+                assert_int_equal(ex->ops->partition_get(ex, 1, n - 1, &part), DSTACK_OK);
+                /* read back from the green context: never more than asked
+                 * (GPU-NOTES.md: drivers have given fewer) */
+                assert_true(part.sm_count > 0 && part.sm_count <= (n - 1) * ex->device.unit_sms);
+                assert_true(part.sm_count < all.sm_count);
+            }
+        } else {
+            assert_int_equal(all.sm_count, ex->device.unit_sms);
+        }
         ex->ops->destroy(ex);
         return;
     }

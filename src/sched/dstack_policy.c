@@ -73,10 +73,12 @@
  *
  * What the simulator says about it (bench/results/sched-compare-sim.md):
  * on the H100 model, CNNs at a 25 ms SLO run batches whose latency scales
- * almost linearly to 60-100 SMs, so partitions gain 1.18x over temporal
+ * almost linearly to 60-100 SMs, so partitions gain 1.20x over temporal
  * sharing on the four-CNN mix (and the joint plan costs the eight-model
  * mix 13% against shares planned alone), and sharing SMs at block granularity
- * (streams) packs better than 8-SM units can.
+ * (streams) packs better than 8-SM units can. A batch placed on every unit
+ * runs on the whole device (util/units.h), so a model alone with work gets
+ * all the SMs temporal would give it (bursty mix: 1.00x temporal).
  */
 #include <stdlib.h>
 #include <string.h>
