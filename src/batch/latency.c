@@ -192,15 +192,15 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
 
 /* The most requests/s a share of u units serves within the SLO while its
  * queue never empties: the largest b / L(b, u) over the batches with
- * 2 L(b, u) <= SLO (room for the batch ahead and its own run); the batch
- * in *batch. 0 when no batch fits. */
+ * L(b, u) <= DS_PLAN_RUN_SHARE x SLO (room for the batch ahead, its own run
+ * and some slack, latency.h); the batch in *batch. 0 when no batch fits. */
 static double saturated_rps(const ds_latency_model *m, uint64_t slo_us, uint32_t u, uint32_t *batch)
 {
     double best = 0;
     *batch = 1;
     for (uint32_t b = 1; b <= m->max_batch; b++) {
         double l = ds_latency_us(m, b, u);
-        if (!(l > 0) || (slo_us && 2 * l > (double)slo_us))
+        if (!(l > 0) || (slo_us && l > DS_PLAN_RUN_SHARE * (double)slo_us))
             continue; /* L need not grow monotonically with b: keep looking */
         double t = b / l * 1e6;
         if (t > best) {

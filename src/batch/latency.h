@@ -103,14 +103,27 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
  * does. */
 #define DS_PLAN_HEADROOM 1.5
 
+/* The longest a batch of a joint plan's share may run, as a fraction of
+ * the SLO: 2 L <= 0.9 SLO, a tenth of the SLO left for what a full queue's
+ * criterion leaves out (the batch's fill, arrivals bunching up). At 0.5
+ * (2 L <= SLO) vgg19's 11 units in the four-CNN mix ran batches of 4 in
+ * 11.9 ms for 1% more throughput than batches of 3 in 9.0 ms, and its
+ * queue had no slack. Measured on the simulated H100 (bench/sched_compare,
+ * dstack, 10 s points, seeds 1-4), four CNNs at 25 ms: 920 980 1003 950
+ * req/s at 0.5, 972 1039 1034 966 at 0.45 (and at 0.4), 905 980 986 931 at
+ * 0.35; eight models at 50 ms (seeds 1-2) 4088 4112 at 0.5, 4044 4088 at
+ * 0.45; two models 4438 and 4412; bursty and step unchanged. */
+#define DS_PLAN_RUN_SHARE 0.45
+
 /* Below one request per second a model counts as idle: ds_plan_joint plans
  * it for that rate, and ds_replan_due sees no change between rates under
  * it (a rate decays toward 0, never reaching it, once requests stop). */
 #define DS_IDLE_RATE 1.0
 
 /* The fewest units u on which model m keeps up with `rate_per_s` within
- * `slo_us` while its queue is full: some batch b has 2 L(b, u) <= SLO (room
- * for the batch ahead and its own run) and b / L(b, u) >= rate. Its plan in
+ * `slo_us` while its queue is full: some batch b has L(b, u) <=
+ * DS_PLAN_RUN_SHARE x SLO (room for the batch ahead, its own run and a
+ * little slack) and b / L(b, u) >= rate. Its plan in
  * *out: the batch formulation's batch on those units (batch.h) when that
  * keeps up, else that saturated batch (the policy's timer starts a batch
  * that fills slower than planned at its deadline - 2 L, so the fill term
