@@ -496,6 +496,34 @@ static void test_joint_plan_fits_the_device_where_plans_alone_do_not(void **unus
     mix_close(m);
 }
 
+/* A joint plan is a fit only with DS_PLAN_JOINT_MIN_MARGIN to spare: a
+ * share that carries the mean rate and no more leaves Poisson arrivals no
+ * room (then the models are planned alone and time-share). */
+static void test_joint_plan_keeps_a_margin_over_the_rate(void **unused)
+{
+    (void)unused;
+    sim_model m[N_MIX];
+    mix_open(m);
+    bool found = false;
+    for (double r = 50; r < 5000 && !found; r *= 1.02) {
+        ds_model_plan p1, p2, out;
+        uint32_t u1 = ds_plan_min_units(m[0].lat, SLO_US, r, &p1);
+        uint32_t u2 = ds_plan_min_units(m[0].lat, SLO_US, r * DS_PLAN_JOINT_MIN_MARGIN, &p2);
+        if (!u1 || !u2 || u1 == u2)
+            continue;
+        found = true;
+        ds_plan_request req = {m[0].lat, SLO_US, r, 0};
+        /* headroom 1: u1 units keep up with the rate itself, not with the margin */
+        assert_false(plan_joint_ok(&req, 1, u1, 1.0, &out));
+        assert_true(plan_joint_ok(&req, 1, u2, 1.0, &out));
+        assert_int_equal(out.units, u2);
+        print_message("resnet50 at %.0f req/s: %u units keep up, %u keep %.1fx to spare\n", r, u1, u2,
+                      DS_PLAN_JOINT_MIN_MARGIN);
+    }
+    assert_true(found);
+    mix_close(m);
+}
+
 static void test_joint_plan_spreads_spare_units_and_counts_models_left_out(void **unused)
 {
     (void)unused;
@@ -844,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_batch_grows_with_rate_and_keeps_the_slo),
         cmocka_unit_test(test_batch_replans_after_a_step_in_rate),
         cmocka_unit_test(test_joint_plan_fits_the_device_where_plans_alone_do_not),
+        cmocka_unit_test(test_joint_plan_keeps_a_margin_over_the_rate),
         cmocka_unit_test(test_joint_plan_spreads_spare_units_and_counts_models_left_out),
         cmocka_unit_test(test_cached_registration_skips_all_profiling),
         cmocka_unit_test(test_damaged_cache_entry_is_ignored_logged_and_rebuilt),

@@ -320,8 +320,8 @@ dstack_status ds_plan_joint(const ds_plan_request *req, uint32_t n, uint32_t n_u
             if (joint_member(&req[i]))
                 saturated_table(req[i].lat, req[i].slo_us, &cap[(size_t)i * 64]);
         /* u_i(s) grows with s: bisect for the largest margin that fits,
-         * from the measured rate itself (s = 1 / headroom) up */
-        double lo = 1 / headroom, hi = S_MAX;
+         * from DS_PLAN_JOINT_MIN_MARGIN x the measured rate up */
+        double lo = DS_PLAN_JOINT_MIN_MARGIN / headroom, hi = S_MAX;
         if (joint_units(req, n, cap, headroom, lo, units) <= n_units) {
             fits = true;
             if (joint_units(req, n, cap, headroom, hi, units) <= n_units) {

@@ -115,6 +115,19 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
  * 0.45; two models 4438 and 4412; bursty and step unchanged. */
 #define DS_PLAN_RUN_SHARE 0.45
 
+/* The least spare capacity a joint plan's shares must have over the
+ * measured rates: a share that serves only the mean rate of Poisson
+ * arrivals (utilization near 1) has no room for them to bunch up, and
+ * per-model plans that time-share pool their spare instead. At 1.0 the
+ * eight-model mix (50 ms SLO) ran joint plans of 1-3 units at 1.0-1.1x
+ * their rate (googlenet on 1 unit, batch 13 in 22 ms; p99 65 ms). Measured
+ * on the simulated H100 (sched_compare --only dstack, 10 s points, seeds
+ * 1-4): eight models 4044 4088 4344 4156 req/s at 1.0, 4588 4562 4650 4544
+ * at 1.1 (1.2 and 1.3 the same); four CNNs unchanged (972 1039 1034 966);
+ * two models (seeds 1-3) 4412 4488 4525 at 1.0, 4344 at 1.1 and 3981 at
+ * 1.2 (seed 1); bursty and step unchanged. */
+#define DS_PLAN_JOINT_MIN_MARGIN 1.1
+
 /* Below one request per second a model counts as idle: ds_plan_joint plans
  * it for that rate, and ds_replan_due sees no change between rates under
  * it (a rate decays toward 0, never reaching it, once requests stop). */
@@ -143,12 +156,12 @@ typedef struct ds_plan_request {
  * policy's shares):
  *
  *   u_i(s) = ds_plan_min_units(model i, rate_i x headroom x s)
- *   s*     = the largest s in [1 / headroom, 64] with
- *            sum_i u_i(s) <= n_units (bisection: u_i grows with s)
+ *   s*     = the largest s in [DS_PLAN_JOINT_MIN_MARGIN / headroom, 64]
+ *            with sum_i u_i(s) <= n_units (bisection: u_i grows with s)
  *
  * Each model gets u_i(s*) units and the batch planned for them at
  * rate_i x headroom x min(s*, 1): the shares add up to at most the device,
- * every model keeps up with its measured rate (s* >= 1 / headroom), and
+ * every model keeps up with 1.1x its measured rate, and
  * the units the smallest shares leave are spread so that every model keeps
  * the same margin s* over its rate. A per-model plan (ds_plan_model: most
  * throughput per SM) sizes each model alone, and its shares can add up to
@@ -157,7 +170,8 @@ typedef struct ds_plan_request {
  * H100, 25 ms SLO: 4 + 3 + 10 + 4 units planned alone, 2 + 1 + 11 + 1
  * jointly; tests/test_plan.c).
  *
- * When no margin fits (the load needs more than the device) *fits is false
+ * When no margin fits (the load needs more than the device, or more than it
+ * with DS_PLAN_JOINT_MIN_MARGIN to spare) *fits is false
  * and every out[i] is ds_plan_model alone at rate_i x headroom: the shares
  * overlap and the policy time-shares. The same, with OUT_OF_MEMORY
  * returned, when there is no memory for the n x 64 table of saturated
