@@ -430,10 +430,12 @@ static void mix_close(sim_model *m)
         sim_model_close(&m[i]);
 }
 
-/* The plan keeps up with `rate` (the measured one) within the SLO while
- * the queue is full: its batch runs in half the SLO (room for the batch
- * ahead) and, on its units, some batch that does serves at least the rate;
- * the batch formulation's fill term is the policy timer's to bound. */
+/* The joint plan keeps up with DS_PLAN_JOINT_MIN_MARGIN x `rate` (the
+ * measured one) within the SLO while the queue is full: its batch runs in
+ * half the SLO (room for the batch ahead) and, on its units, some batch
+ * that runs in DS_PLAN_RUN_SHARE of the SLO (every model of the mix has
+ * one) serves at least that; the batch formulation's fill term is the
+ * policy timer's to bound. */
 static void assert_keeps_up(const sim_model *m, const ds_model_plan *p, double rate)
 {
     double l = ds_latency_us(m->lat, p->batch, p->units);
@@ -442,10 +444,10 @@ static void assert_keeps_up(const sim_model *m, const ds_model_plan *p, double r
     double best = 0;
     for (uint32_t b = 1; b <= m->lat->max_batch; b++) {
         double lb = ds_latency_us(m->lat, b, p->units);
-        if (2 * lb <= SLO_US && b / lb * 1e6 > best)
+        if (lb <= DS_PLAN_RUN_SHARE * SLO_US && b / lb * 1e6 > best)
             best = b / lb * 1e6;
     }
-    assert_true(best >= rate);
+    assert_true(best >= DS_PLAN_JOINT_MIN_MARGIN * rate);
     /* and it is no less than the fewest units that keep up */
     ds_model_plan least;
     assert_true(ds_plan_min_units(m->lat, SLO_US, rate, &least) <= p->units);
@@ -517,11 +519,50 @@ static void test_joint_plan_keeps_a_margin_over_the_rate(void **unused)
         assert_false(plan_joint_ok(&req, 1, u1, 1.0, &out));
         assert_true(plan_joint_ok(&req, 1, u2, 1.0, &out));
         assert_int_equal(out.units, u2);
+        /* the margin is over the rate, not over the headroom on top of it */
+        assert_true(plan_joint_ok(&req, 1, u2, DS_PLAN_HEADROOM, &out));
+        assert_int_equal(out.units, u2);
+        assert_false(plan_joint_ok(&req, 1, u1, DS_PLAN_HEADROOM, &out));
         print_message("resnet50 at %.0f req/s: %u units keep up, %u keep %.1fx to spare\n", r, u1, u2,
                       DS_PLAN_JOINT_MIN_MARGIN);
     }
     assert_true(found);
     mix_close(m);
+}
+
+/* A model whose fastest batch runs between DS_PLAN_RUN_SHARE and half of
+ * its SLO is sized with the hard limit (2 L <= SLO): it neither fits
+ * nowhere nor keeps its whole mix from a joint plan. */
+static void test_joint_plan_takes_a_model_near_its_slo(void **unused)
+{
+    (void)unused;
+    static const char *const names[] = {"densenet121", "resnet18", "mobilenet_v2", "alexnet"};
+    sim_model m[4];
+    for (int i = 0; i < 4; i++)
+        sim_model_open(&m[i], names[i], 32);
+    double fastest = INFINITY;
+    for (uint32_t u = 1; u <= m[0].lat->n_units; u++)
+        fastest = fmin(fastest, ds_latency_us(m[0].lat, 1, u));
+    /* an SLO its fastest batch meets at 2 L, not at DS_PLAN_RUN_SHARE */
+    uint64_t slo = (uint64_t)ceil(fastest / (0.5 * (DS_PLAN_RUN_SHARE + 0.5)));
+    assert_true(fastest > DS_PLAN_RUN_SHARE * (double)slo && 2 * fastest <= (double)slo);
+    ds_plan_request req[4];
+    ds_model_plan out[4];
+    req[0] = (ds_plan_request){m[0].lat, slo, 20, 0};
+    for (int i = 1; i < 4; i++)
+        req[i] = (ds_plan_request){m[i].lat, SLO_US, 20, 0};
+    assert_true(plan_joint_ok(req, 4, m[0].lat->n_units, DS_PLAN_HEADROOM, out));
+    uint32_t sum = 0;
+    for (int i = 0; i < 4; i++)
+        sum += out[i].units;
+    assert_true(sum <= m[0].lat->n_units);
+    assert_true(2 * ds_latency_us(m[0].lat, out[0].batch, out[0].units) <= (double)slo);
+    ds_model_plan least;
+    assert_true(ds_plan_min_units(m[0].lat, slo, 20, &least) > 0);
+    print_message("densenet121 at a %llu us SLO (fastest batch %.0f us): %u units, batch %u\n",
+                  (unsigned long long)slo, fastest, out[0].units, out[0].batch);
+    for (int i = 0; i < 4; i++)
+        sim_model_close(&m[i]);
 }
 
 static void test_joint_plan_spreads_spare_units_and_counts_models_left_out(void **unused)
@@ -873,6 +914,7 @@ int main(void)
         cmocka_unit_test(test_batch_replans_after_a_step_in_rate),
         cmocka_unit_test(test_joint_plan_fits_the_device_where_plans_alone_do_not),
         cmocka_unit_test(test_joint_plan_keeps_a_margin_over_the_rate),
+        cmocka_unit_test(test_joint_plan_takes_a_model_near_its_slo),
         cmocka_unit_test(test_joint_plan_spreads_spare_units_and_counts_models_left_out),
         cmocka_unit_test(test_cached_registration_skips_all_profiling),
         cmocka_unit_test(test_damaged_cache_entry_is_ignored_logged_and_rebuilt),

@@ -190,17 +190,32 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
     return DSTACK_OK;
 }
 
+/* The fraction of the SLO a batch of m may run in a saturated share:
+ * DS_PLAN_RUN_SHARE when some batch on some share runs that fast, else
+ * half (2 L <= SLO, the hard limit the policy checks): a model whose
+ * fastest batch lies between the two still gets a share, and its mix a
+ * joint plan. */
+static double run_share(const ds_latency_model *m, uint64_t slo_us)
+{
+    for (uint32_t u = 1; u <= m->n_units; u++) {
+        double l = ds_latency_us(m, 1, u);
+        if (l > 0 && l <= DS_PLAN_RUN_SHARE * (double)slo_us)
+            return DS_PLAN_RUN_SHARE;
+    }
+    return 0.5;
+}
+
 /* The most requests/s a share of u units serves within the SLO while its
  * queue never empties: the largest b / L(b, u) over the batches with
- * L(b, u) <= DS_PLAN_RUN_SHARE x SLO (room for the batch ahead, its own run
- * and some slack, latency.h); the batch in *batch. 0 when no batch fits. */
-static double saturated_rps(const ds_latency_model *m, uint64_t slo_us, uint32_t u, uint32_t *batch)
+ * L(b, u) <= run_share x SLO (room for the batch ahead, its own run and
+ * some slack, latency.h); the batch in *batch. 0 when no batch fits. */
+static double saturated_rps(const ds_latency_model *m, uint64_t slo_us, double share, uint32_t u, uint32_t *batch)
 {
     double best = 0;
     *batch = 1;
     for (uint32_t b = 1; b <= m->max_batch; b++) {
         double l = ds_latency_us(m, b, u);
-        if (!(l > 0) || (slo_us && l > DS_PLAN_RUN_SHARE * (double)slo_us))
+        if (!(l > 0) || (slo_us && l > share * (double)slo_us))
             continue; /* L need not grow monotonically with b: keep looking */
         double t = b / l * 1e6;
         if (t > best) {
@@ -222,7 +237,7 @@ static void plan_at_units(const ds_latency_model *m, uint64_t slo_us, double rat
         !(out->flags & (DS_BATCH_INFEASIBLE | DS_BATCH_OVERLOADED)))
         return;
     uint32_t b;
-    saturated_rps(m, slo_us, u, &b);
+    saturated_rps(m, slo_us, run_share(m, slo_us), u, &b);
     out->units = u;
     out->batch = b;
     out->latency_us = ds_latency_us(m, b, u);
@@ -236,9 +251,10 @@ static uint32_t table_units(const ds_latency_model *m) { return m->n_units < 64 
 /* cap[u - 1] = saturated_rps(m, slo_us, u) for u = 1..table_units(m). */
 static void saturated_table(const ds_latency_model *m, uint64_t slo_us, double *cap)
 {
+    double share = run_share(m, slo_us);
     for (uint32_t u = 1; u <= table_units(m); u++) {
         uint32_t b;
-        cap[u - 1] = saturated_rps(m, slo_us, u, &b);
+        cap[u - 1] = saturated_rps(m, slo_us, share, u, &b);
     }
 }
 

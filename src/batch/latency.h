@@ -103,9 +103,12 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
  * does. */
 #define DS_PLAN_HEADROOM 1.5
 
-/* The longest a batch of a joint plan's share may run, as a fraction of
- * the SLO: 2 L <= 0.9 SLO, a tenth of the SLO left for what a full queue's
- * criterion leaves out (the batch's fill, arrivals bunching up). At 0.5
+/* How long a batch may run, as a fraction of the SLO, when the joint plan
+ * sizes a share by what it serves with a full queue (ds_plan_min_units):
+ * 2 L <= 0.9 SLO, a tenth of the SLO left for what that criterion leaves
+ * out (the batch's fill, arrivals bunching up). A model none of whose
+ * batches runs that fast on any share is sized with 2 L <= SLO, the hard
+ * limit, so that it and its mix still get a joint plan. At 0.5
  * (2 L <= SLO) vgg19's 11 units in the four-CNN mix ran batches of 4 in
  * 11.9 ms for 1% more throughput than batches of 3 in 9.0 ms, and its
  * queue had no slack. Measured on the simulated H100 (bench/sched_compare,
@@ -124,8 +127,8 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
  * on the simulated H100 (sched_compare --only dstack, 10 s points, seeds
  * 1-4): eight models 4044 4088 4344 4156 req/s at 1.0, 4588 4562 4650 4544
  * at 1.1 (1.2 and 1.3 the same); four CNNs unchanged (972 1039 1034 966);
- * two models (seeds 1-3) 4412 4488 4525 at 1.0, 4344 at 1.1 and 3981 at
- * 1.2 (seed 1); bursty and step unchanged. */
+ * two models (seeds 1-3) 4412 4488 4525 at 1.0, 4344 4344 4344 at 1.1
+ * and 3981 at 1.2 (seed 1); bursty and step unchanged. */
 #define DS_PLAN_JOINT_MIN_MARGIN 1.1
 
 /* Below one request per second a model counts as idle: ds_plan_joint plans
@@ -136,7 +139,8 @@ dstack_status ds_plan_model(const ds_latency_model *m, uint64_t slo_us, double r
 /* The fewest units u on which model m keeps up with `rate_per_s` within
  * `slo_us` while its queue is full: some batch b has L(b, u) <=
  * DS_PLAN_RUN_SHARE x SLO (room for the batch ahead, its own run and a
- * little slack) and b / L(b, u) >= rate. Its plan in
+ * little slack; 0.5 x SLO for a model that never runs that fast) and
+ * b / L(b, u) >= rate. Its plan in
  * *out: the batch formulation's batch on those units (batch.h) when that
  * keeps up, else that saturated batch (the policy's timer starts a batch
  * that fills slower than planned at its deadline - 2 L, so the fill term
@@ -161,13 +165,14 @@ typedef struct ds_plan_request {
  *
  * Each model gets u_i(s*) units and the batch planned for them at
  * rate_i x headroom x min(s*, 1): the shares add up to at most the device,
- * every model keeps up with 1.1x its measured rate, and
+ * every model keeps up with DS_PLAN_JOINT_MIN_MARGIN x its measured rate,
+ * and
  * the units the smallest shares leave are spread so that every model keeps
  * the same margin s* over its rate. A per-model plan (ds_plan_model: most
  * throughput per SM) sizes each model alone, and its shares can add up to
  * more than the device while a split that fits exists (resnet50,
  * mobilenet_v2, vgg19 and alexnet at 200 req/s each on the simulated
- * H100, 25 ms SLO: 4 + 3 + 10 + 4 units planned alone, 2 + 1 + 11 + 1
+ * H100, 25 ms SLO: 6 + 3 + 10 + 4 units planned alone, 2 + 1 + 11 + 1
  * jointly; tests/test_plan.c).
  *
  * When no margin fits (the load needs more than the device, or more than it
