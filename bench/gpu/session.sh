@@ -3,7 +3,7 @@
 # importance, each phase under its own time limit so that a slow phase
 # cannot eat the next ones. The limits add up to more than one call may
 # run (600 s): choose each call's phases by their usual times (on the H200:
-# env 5 s, demo 5, knee4 35, sched 80-230, peer 80-110, regtime 10, unit 60,
+# env 5 s, unit 60, demo 5, knee4 35, sched 80-230, peer 80-110, regtime 10,
 # correct 5, kneerest 50) and give the call a timeout_s that leaves room.
 #
 # Here (no GPU):   sh bench/gpu/build_for_device.sh
@@ -11,19 +11,20 @@
 #
 # Phases (default: the first call's list, in this order):
 #   env      nvidia-smi, library paths, green-context split (gpu_bench info)
+#   unit     test_gpu_partition (every unit is the whole device, 132 SMs;
+#            fewer units a green context), test_cuda_plan, api tests
 #   demo     serve_demo --backend cuda (the libdstack-cuda.so split, smoke)
 #   knee4    knee_curve --backend cuda, the four-CNN models at b 1,4,16,32,
 #            with the CUPTI trace knee (resnet50 b16 again without graphs)
 #   sched    sched_compare --backend cuda, four-CNN mix, 4 policies
 #   peer     torch_peer.py, the PyTorch one-stream-per-model peer
 #   regtime  register_time resnet50 --backend cuda (first, cached)
-#   unit     test_gpu_partition, test_cuda_plan, api tests with the GPU
 #   correct  cuda vs cpu reference after the module split (2 models)
 #   kneerest knee_curve on the other zoo models
 # Results: $OUT/session.log and $OUT/results.tgz (every CSV and log),
 # refreshed after each phase so a call cut at its limit still returns them.
 set -u
-PHASES=${1:-env,demo,knee4,sched,peer,regtime,unit}
+PHASES=${1:-env,unit,demo,knee4,sched,peer,regtime}
 R=/tmp/r
 O=${OUT:-bench/out}
 rm -rf "$R" # a warm machine keeps /tmp: no earlier call's files in this call's results
@@ -60,6 +61,14 @@ if has env; then
   run 60 env $BIN/gpu_bench info
   ls "$SP"/nvidia/*/lib/libcupti* 2>/dev/null
 fi
+if has unit; then
+  phase unit
+  run 90 test_gpu_partition $BIN/test_gpu_partition
+  run 120 test_cuda_plan $BIN/test_cuda_plan
+  for t in api_cuda_module api_basic api_concurrency api_onnx_malformed; do
+    run 60 $t $BIN/$t
+  done
+fi
 if has demo; then
   phase demo
   run 60 serve_demo_cuda $BIN/serve_demo --backend cuda --requests 600
@@ -86,14 +95,6 @@ fi
 if has regtime; then
   phase regtime
   run 120 register_time_cuda $BIN/register_time resnet50 --backend cuda --reps 3
-fi
-if has unit; then
-  phase unit
-  run 90 test_gpu_partition $BIN/test_gpu_partition
-  run 120 test_cuda_plan $BIN/test_cuda_plan
-  for t in api_cuda_module api_basic api_concurrency api_onnx_malformed; do
-    run 60 $t $BIN/$t
-  done
 fi
 if has correct; then
   phase correct
