@@ -372,36 +372,47 @@ static void test_remove_and_shutdown_with_batches_in_flight(void **state)
     ds_core_destroy(c);
 }
 
-/* Busy unit-time is the union of the units running batches hold: streams
- * runs two batches on the same 4 units from 100 to 200 and 150 to 250,
- * which is 4 units x 150 ns busy, not 4 x 200 (utilization above 1). */
-static void test_busy_time_counts_shared_units_once(void **state)
+/* Two models of one request each under `policy`, each on `units` units:
+ * a's batch from t[0] to t[2], b's from t[1] to t[3] (submitted 10 ns
+ * before its start); the core's totals after both. */
+static ds_core_totals two_overlapping_batches(dstack_policy policy, uint32_t units, const uint64_t t[4])
 {
-    (void)state;
     static sink k;
-    ds_core *c = core_into(DSTACK_POLICY_STREAMS, &k);
-    ds_sched_model_config mc = model_cfg(1, 4, 0);
+    ds_core *c = core_into(policy, &k);
+    ds_sched_model_config mc = model_cfg(1, units, 0);
     dstack_model *a, *b;
     assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &a), DSTACK_OK);
     assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &b), DSTACK_OK);
     float in[2] = {0}, out[4];
     dstack_buffer bi = {in, 4}, bo = {out, 8};
     dstack_request r = req_of(&bi, &bo, 1);
-    dstack_ticket t;
+    dstack_ticket tk;
     ds_core_start s[4];
     uint64_t wake;
-    assert_int_equal(ds_core_submit(c, a, &r, 90, &t), DSTACK_OK);
-    assert_int_equal(ds_core_step(c, 100, s, 4, &wake), 1);
-    assert_int_equal(ds_core_submit(c, b, &r, 140, &t), DSTACK_OK);
-    assert_int_equal(ds_core_step(c, 150, s, 4, &wake), 1);
-    assert_int_equal(s[0].unit_count, 4);
-    ds_core_batch_done(c, a, DSTACK_OK, 200);
-    ds_core_batch_done(c, b, DSTACK_OK, 250);
+    assert_int_equal(ds_core_submit(c, a, &r, t[0] - 10, &tk), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, t[0], s, 4, &wake), 1);
+    assert_int_equal(s[0].unit_count, units);
+    assert_int_equal(ds_core_submit(c, b, &r, t[1] - 10, &tk), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, t[1], s, 4, &wake), 1);
+    assert_int_equal(s[0].unit_count, units);
+    ds_core_batch_done(c, a, DSTACK_OK, t[2]);
+    ds_core_batch_done(c, b, DSTACK_OK, t[3]);
     ds_core_totals tot;
     ds_core_totals_get(c, &tot);
+    ds_core_destroy(c);
+    return tot;
+}
+
+/* Busy unit-time is the union of the units running batches hold: streams
+ * runs two batches on the same 4 units from 100 to 200 and 150 to 250,
+ * which is 4 units x 150 ns busy, not 4 x 200 (utilization above 1). */
+static void test_busy_time_counts_shared_units_once(void **state)
+{
+    (void)state;
+    static const uint64_t t[4] = {100, 150, 200, 250};
+    ds_core_totals tot = two_overlapping_batches(DSTACK_POLICY_STREAMS, 4, t);
     assert_int_equal(tot.unit_busy_ns, 4 * 150);
     assert_int_equal(tot.whole_busy_ns, 150); /* every unit held: the whole device */
-    ds_core_destroy(c);
 }
 
 /* The whole device (the SMs no unit holds included) is busy only while one
@@ -411,31 +422,10 @@ static void test_busy_time_counts_shared_units_once(void **state)
 static void test_whole_device_time_needs_every_unit(void **state)
 {
     (void)state;
-    static sink k;
-    ds_core *c = core_into(DSTACK_POLICY_STATIC_SPATIAL, &k);
-    ds_sched_model_config mc = model_cfg(1, 2, 0);
-    dstack_model *a, *b;
-    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &a), DSTACK_OK);
-    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &b), DSTACK_OK);
-    float in[2] = {0}, out[4];
-    dstack_buffer bi = {in, 4}, bo = {out, 8};
-    dstack_request r = req_of(&bi, &bo, 1);
-    dstack_ticket t;
-    ds_core_start s[4];
-    uint64_t wake;
-    assert_int_equal(ds_core_submit(c, a, &r, 90, &t), DSTACK_OK);
-    assert_int_equal(ds_core_step(c, 100, s, 4, &wake), 1);
-    assert_int_equal(s[0].unit_count, 2);
-    assert_int_equal(ds_core_submit(c, b, &r, 190, &t), DSTACK_OK);
-    assert_int_equal(ds_core_step(c, 200, s, 4, &wake), 1);
-    assert_int_equal(s[0].unit_count, 2);
-    ds_core_batch_done(c, a, DSTACK_OK, 300);
-    ds_core_batch_done(c, b, DSTACK_OK, 400);
-    ds_core_totals tot;
-    ds_core_totals_get(c, &tot);
+    static const uint64_t t[4] = {100, 200, 300, 400};
+    ds_core_totals tot = two_overlapping_batches(DSTACK_POLICY_STATIC_SPATIAL, 2, t);
     assert_int_equal(tot.unit_busy_ns, 2 * 200 + 2 * 200);
     assert_int_equal(tot.whole_busy_ns, 0);
-    ds_core_destroy(c);
 }
 
 static void test_requests_of_several_samples_are_never_split(void **state)

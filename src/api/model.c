@@ -252,10 +252,9 @@ static ds_latency_model *cache_lookup(const dstack_ctx *ctx, const ds_cache_key 
     free(blob);
     const ds_device_info *dev = &ctx->exec->device;
     bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
-    if (st == DSTACK_OK && (m->max_batch != max_batch ||
-                            (!cpu && m->n_units > 1 && (m->n_units != dev->n_units || m->unit_sms != dev->unit_sms ||
-                                                          m->sm_count != ds_units_whole_sms(dev->partitioning, dev->sm_count,
-                                                                             dev->unit_sms, dev->n_units))))) {
+    uint32_t whole = ds_units_whole_sms(dev->partitioning, dev->sm_count, dev->unit_sms, dev->n_units);
+    bool other_device = m && (m->n_units != dev->n_units || m->unit_sms != dev->unit_sms || m->sm_count != whole);
+    if (st == DSTACK_OK && (m->max_batch != max_batch || (!cpu && m->n_units > 1 && other_device))) {
         st = ds_fail(DSTACK_ERR_PARSE, "table for max_batch %u on %u units of %u SMs (%u in all)", m->max_batch,
                      m->n_units, m->unit_sms, m->sm_count);
         free(m);
@@ -304,7 +303,7 @@ uint32_t ds_api_share_sms(const dstack_ctx *ctx, uint32_t units)
     if (ctx->backend == DSTACK_BACKEND_CPU)
         return 0;
     uint32_t n = dev->n_units ? dev->n_units : 1, unit_sms = dev->unit_sms ? dev->unit_sms : 1;
-    return ds_units_sms(ds_units_whole_sms(dev->partitioning, dev->sm_count, unit_sms, n), unit_sms, n, units);
+    return ds_units_range_sms(dev->partitioning, dev->sm_count, unit_sms, n, units);
 }
 
 static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_desc *d, api_model *am,

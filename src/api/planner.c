@@ -26,9 +26,25 @@
 #define PLAN_PERIOD_NS 100000000ull
 #define REPLAN_FACTOR 1.5
 
+static bool plannable(const api_model *am) { return am->lat && am->slo_us && !am->fixed_batch; }
+
+/* Hand model am's new plan (its batch on `units`) to the scheduler and
+ * publish it in its info; planned at `rate`. False when the scheduler
+ * refused it (the model is going away). */
+static bool apply_plan(dstack_ctx *ctx, api_model *am, const ds_model_plan *plan, uint32_t units, double rate)
+{
+    if (ds_sched_model_update(ctx->sched, am->handle, plan->batch, units) != DSTACK_OK)
+        return false;
+    am->planned_rate = rate;
+    am->info.batch_size = plan->batch;
+    am->info.sm_count = ds_api_share_sms(ctx, plan->units);
+    am->info.predicted_latency_us = (uint64_t)(plan->latency_us + 0.5);
+    return true;
+}
+
 static void replan_one(dstack_ctx *ctx, api_model *am)
 {
-    if (!am->lat || am->slo_us == 0 || am->fixed_batch)
+    if (!plannable(am))
         return;
     double rate = ds_sched_model_rate(ctx->sched, am->handle);
     if (!ds_replan_due(am->planned_rate, rate, REPLAN_FACTOR))
@@ -41,15 +57,8 @@ static void replan_one(dstack_ctx *ctx, api_model *am)
         return;
     bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
     uint32_t units = cpu ? ctx->exec->device.n_units : plan.units;
-    if (ds_sched_model_update(ctx->sched, am->handle, plan.batch, units ? units : 1) != DSTACK_OK)
-        return;
-    am->planned_rate = rate;
-    am->info.batch_size = plan.batch;
-    am->info.sm_count = ds_api_share_sms(ctx, plan.units);
-    am->info.predicted_latency_us = (uint64_t)(plan.latency_us + 0.5);
+    apply_plan(ctx, am, &plan, units ? units : 1, rate);
 }
-
-static bool plannable(const api_model *am) { return am->lat && am->slo_us && !am->fixed_batch; }
 
 /* The D-STACK policy's shares are planned together (ds_plan_joint), so
  * that they add up to the device while a split that fits exists: when any
@@ -100,14 +109,9 @@ static bool replan_joint(dstack_ctx *ctx)
     ctx->planned_gen = ctx->live_gen;
     for (uint32_t i = 0; i < n; i++) {
         api_model *am = ctx->live[i];
-        if (!req[i].lat || plan[i].batch == 0 || plan[i].units == 0)
-            continue;
-        if (ds_sched_model_update(ctx->sched, am->handle, plan[i].batch, plan[i].units) != DSTACK_OK)
-            continue;
-        am->planned_rate = req[i].rate_per_s > 0 ? req[i].rate_per_s : am->planned_rate;
-        am->info.batch_size = plan[i].batch;
-        am->info.sm_count = ds_api_share_sms(ctx, plan[i].units);
-        am->info.predicted_latency_us = (uint64_t)(plan[i].latency_us + 0.5);
+        if (req[i].lat && plan[i].batch > 0 && plan[i].units > 0)
+            apply_plan(ctx, am, &plan[i], plan[i].units,
+                       req[i].rate_per_s > 0 ? req[i].rate_per_s : am->planned_rate);
     }
     free(req);
     free(plan);

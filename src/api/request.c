@@ -102,9 +102,11 @@ DSTACK_API dstack_status dstack_ctx_stats_get(dstack_ctx *ctx, dstack_ctx_stats 
     if (ctx->backend == DSTACK_BACKEND_SIM)
         full.gpu_utilization = total > 0 ? ds_sim_exec_busy_sm_ns(ctx->exec) / total : 0;
     else
-        full.gpu_utilization = total > 0 ? ((double)t.unit_busy_ns * dev->unit_sms +
-                                            (double)t.whole_busy_ns * ds_units_leftover(dev->partitioning, dev->sm_count, dev->unit_sms,
-                                                                                dev->n_units)) / total : 0;
+    {
+        uint32_t left = ds_units_leftover(dev->partitioning, dev->sm_count, dev->unit_sms, dev->n_units);
+        double busy = (double)t.unit_busy_ns * dev->unit_sms + (double)t.whole_busy_ns * left;
+        full.gpu_utilization = total > 0 ? busy / total : 0;
+    }
     if (full.gpu_utilization > 1)
         full.gpu_utilization = 1;
     ds_copy_out(stats, &full, sizeof full);

@@ -3,6 +3,7 @@
 
 #include <cuda.h>
 #include <cudaTypedefs.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,17 +178,14 @@ static void part_free(void *ud, void *obj) {
 }
 
 static dstack_status part_make_stream(ds_gpu *g, ds_gpu_part *p) {
-    if (g->info.partitioning != DSTACK_PARTITION_GREEN_CTX) {
-        p->sm_count = g->info.unit_sms;
-        cudaError_t e = cudaStreamCreateWithFlags(&p->stream, cudaStreamNonBlocking);
-        return e == cudaSuccess ? DSTACK_OK : ds_gpu_cuda_fail(e, "cudaStreamCreateWithFlags");
-    }
-    if (p->first_unit == 0 && p->unit_count == g->info.n_units) {
-        /* Every unit: the whole device, an ordinary stream of the primary
-         * context, so a batch that holds every unit also gets the SMs no
-         * unit holds (12 on a 132-SM Hopper; util/units.h). Nothing else
-         * runs meanwhile: the scheduler gives no unit to anyone else. */
-        p->sm_count = g->info.sm_count;
+    bool green = g->info.partitioning == DSTACK_PARTITION_GREEN_CTX;
+    if (!green || (p->first_unit == 0 && p->unit_count == g->info.n_units)) {
+        /* An ordinary stream: the process's one unit without green
+         * contexts; with them, every unit is the whole device, so a batch
+         * that holds every unit also gets the SMs no unit holds (12 on a
+         * 132-SM Hopper; util/units.h). Nothing else runs meanwhile: the
+         * scheduler gives no unit to anyone else. */
+        p->sm_count = green ? g->info.sm_count : g->info.unit_sms;
         cudaError_t e = cudaStreamCreateWithFlags(&p->stream, cudaStreamNonBlocking);
         return e == cudaSuccess ? DSTACK_OK : ds_gpu_cuda_fail(e, "cudaStreamCreateWithFlags");
     }

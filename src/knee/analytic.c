@@ -29,8 +29,7 @@ dstack_status ds_knee_analytic(const ds_graph *g, uint32_t batch, const ds_sim_d
     double host = ds_sim_host_bytes(g, batch);
     for (uint32_t u = 1; u <= c.n_units && st == DSTACK_OK; u++) {
         uint64_t ns = 0;
-        c.sms[u - 1] = ds_units_sms(ds_units_whole_sms(dev->partitioning, dev->sm_count, c.unit_sms, c.n_units),
-                                    c.unit_sms, c.n_units, u);
+        c.sms[u - 1] = ds_units_range_sms(dev->partitioning, dev->sm_count, c.unit_sms, c.n_units, u);
         st = ds_sim_alone_ns(dev, k, n, u, host, &ns);
         c.us[u - 1] = (double)ns / 1e3;
     }

@@ -67,16 +67,16 @@
  * share sized together so that they fit the device while a split that
  * fits with 1.1x the measured rates to spare exists (the fewest units
  * that keep up with 1.5x the measured rate, the spare spread as an equal
- * margin), and per-model plans that time-share when none does. Planned alone, the four-CNN mix's shares added up to
- * 18-26 units of 15 at every rate, so the policy time-shared where a
- * spatial split existed.
+ * margin), and per-model plans that time-share when none does. Planned
+ * alone, the four-CNN mix's shares added up to 18-26 units of 15 at every
+ * rate, so the policy time-shared where a spatial split existed.
  *
  * What the simulator says about it (bench/results/sched-compare-sim.md):
  * on the H100 model, CNNs at a 25 ms SLO run batches whose latency scales
  * almost linearly to 60-100 SMs, so partitions gain 1.27x over temporal
  * sharing on the four-CNN mix (1.32x with eight models at 50 ms), and
- * sharing SMs at block granularity
- * (streams) packs better than 8-SM units can. A batch placed on every unit
+ * sharing SMs at block granularity (streams) packs better than 8-SM units
+ * can. A batch placed on every unit
  * runs on the whole device (util/units.h), so a model alone with work gets
  * all the SMs temporal would give it (bursty mix: 1.00x temporal).
  */

@@ -266,9 +266,8 @@ static dstack_status sim_partition_get(ds_executor *ex, uint32_t first_unit, uin
                        first_unit, unit_count, se->dev.n_units);
     out->first_unit = first_unit;
     out->unit_count = unit_count;
-    out->sm_count = ds_units_sms(ds_units_whole_sms(se->dev.partitioning, se->dev.sm_count, se->dev.unit_sms,
-                                                    se->dev.n_units),
-                                 se->dev.unit_sms, se->dev.n_units, unit_count);
+    out->sm_count = ds_units_range_sms(se->dev.partitioning, se->dev.sm_count, se->dev.unit_sms, se->dev.n_units,
+                                       unit_count);
     out->handle = NULL;
     return DSTACK_OK;
 }

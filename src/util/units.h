@@ -41,6 +41,13 @@ static inline uint32_t ds_units_sms(uint32_t whole_sms, uint32_t unit_sms, uint3
     return units * unit_sms;
 }
 
+/* SMs of a range of `units` units on a device: the two above in one. */
+static inline uint32_t ds_units_range_sms(dstack_partitioning partitioning, uint32_t sm_count, uint32_t unit_sms,
+                                          uint32_t n_units, uint32_t units)
+{
+    return ds_units_sms(ds_units_whole_sms(partitioning, sm_count, unit_sms, n_units), unit_sms, n_units, units);
+}
+
 /* SMs only the range of every unit reaches (0 without green contexts). */
 static inline uint32_t ds_units_leftover(dstack_partitioning partitioning, uint32_t sm_count, uint32_t unit_sms,
                                          uint32_t n_units)
