@@ -413,6 +413,7 @@ static void test_busy_time_counts_shared_units_once(void **state)
     ds_core_totals tot = two_overlapping_batches(DSTACK_POLICY_STREAMS, 4, t);
     assert_int_equal(tot.unit_busy_ns, 4 * 150);
     assert_int_equal(tot.whole_busy_ns, 150); /* every unit held: the whole device */
+    assert_int_equal(tot.tail_busy_ns, 150);
 }
 
 /* The whole device (the SMs no unit holds included) is busy only while one
@@ -426,6 +427,9 @@ static void test_whole_device_time_needs_every_unit(void **state)
     ds_core_totals tot = two_overlapping_batches(DSTACK_POLICY_STATIC_SPATIAL, 2, t);
     assert_int_equal(tot.unit_busy_ns, 2 * 200 + 2 * 200);
     assert_int_equal(tot.whole_busy_ns, 0);
+    /* the last unit (3) is held from 200 to 400: where the SMs left over
+     * join the ranges that end there, they worked that long */
+    assert_int_equal(tot.tail_busy_ns, 200);
 }
 
 static void test_requests_of_several_samples_are_never_split(void **state)

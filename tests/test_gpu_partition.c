@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -13,6 +14,7 @@
 
 #if DS_WITH_CUDA
 #include "gpu/partition_math.h"
+#include "util/units.h"
 
 static void test_round_sms_hopper_min8_step8(void **state) {
     (void)state;
@@ -127,11 +129,26 @@ static void test_cuda_create_without_gpu_says_no_device(void **state) {
         if (ex->device.partitioning == DSTACK_PARTITION_GREEN_CTX) {
             assert_int_equal(all.sm_count, ex->device.sm_count);
             if (n > 1) {
-                assert_int_equal(ex->ops->partition_get(ex, 1, n - 1, &part), DSTACK_OK);
+                const ds_device_info *dv = &ex->device;
+                assert_int_equal(ex->ops->partition_get(ex, 0, n - 1, &part), DSTACK_OK);
                 /* read back from the green context: never more than asked
                  * (GPU-NOTES.md: drivers have given fewer) */
-                assert_true(part.sm_count > 0 && part.sm_count <= (n - 1) * ex->device.unit_sms);
+                assert_true(part.sm_count > 0 && part.sm_count <= (n - 1) * dv->unit_sms);
                 assert_true(part.sm_count < all.sm_count);
+                /* a range that ends at the last unit: its units, and the SMs
+                 * left over too where the driver took the remainder */
+                uint32_t firsts[2] = {1, n - 1};
+                for (uint32_t i = 0; i < (n > 2 ? 2u : 1u); i++) {
+                    uint32_t first = firsts[i];
+                    uint32_t want = ds_units_span_sms(dv->partitioning, dv->sm_count, dv->unit_sms, n,
+                                                      dv->tail_leftover, first, n - first);
+                    assert_int_equal(ex->ops->partition_get(ex, first, n - first, &part), DSTACK_OK);
+                    printf("# units %u+%u: %u SMs read back, %u by util/units.h (remainder %s)\n", first,
+                           n - first, part.sm_count, want, dv->tail_leftover ? "joins the last unit" : "unused");
+                    assert_true(part.sm_count > 0 && part.sm_count <= want);
+                    if (dv->tail_leftover)
+                        assert_true(part.sm_count > (n - first) * dv->unit_sms);
+                }
             }
         } else {
             assert_int_equal(all.sm_count, ex->device.unit_sms);

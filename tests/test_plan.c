@@ -865,6 +865,18 @@ static void test_units_sms_rule(void **unused)
     assert_int_equal(ds_units_sms(mps, 66, 1, 1), 66);
     assert_int_equal(ds_units_leftover(DSTACK_PARTITION_MPS, 132, 66, 1), 0);
     assert_int_equal(ds_units_whole_sms(DSTACK_PARTITION_NONE, 4, 4, 1), 4); /* cpu: threads */
+    /* where a range lies: the SMs left over join the ranges that end at the
+     * last unit when the device lets them (tail), else only every unit */
+    static const dstack_partitioning G = DSTACK_PARTITION_GREEN_CTX;
+    assert_int_equal(ds_units_span_sms(G, 132, 8, 15, true, 14, 1), 20);
+    assert_int_equal(ds_units_span_sms(G, 132, 8, 15, true, 4, 11), 100);
+    assert_int_equal(ds_units_span_sms(G, 132, 8, 15, true, 3, 11), 88);
+    assert_int_equal(ds_units_span_sms(G, 132, 8, 15, true, 0, 1), 8);
+    assert_int_equal(ds_units_span_sms(G, 132, 8, 15, true, 0, 15), 132);
+    assert_int_equal(ds_units_span_sms(G, 132, 8, 15, false, 14, 1), 8);
+    assert_int_equal(ds_units_span_sms(G, 132, 8, 15, false, 0, 15), 132);
+    assert_int_equal(ds_units_span_sms(G, 128, 8, 16, true, 15, 1), 8); /* none left over */
+    assert_int_equal(ds_units_span_sms(DSTACK_PARTITION_MPS, 132, 66, 1, true, 0, 1), 66);
 }
 
 static void test_latency_model_blob_round_trips_and_refuses_damage(void **unused)

@@ -104,7 +104,8 @@ DSTACK_API dstack_status dstack_ctx_stats_get(dstack_ctx *ctx, dstack_ctx_stats 
     else
     {
         uint32_t left = ds_units_leftover(dev->partitioning, dev->sm_count, dev->unit_sms, dev->n_units);
-        double busy = (double)t.unit_busy_ns * dev->unit_sms + (double)t.whole_busy_ns * left;
+        uint64_t left_busy = dev->tail_leftover ? t.tail_busy_ns : t.whole_busy_ns; /* util/units.h */
+        double busy = (double)t.unit_busy_ns * dev->unit_sms + (double)left_busy * left;
         full.gpu_utilization = total > 0 ? busy / total : 0;
     }
     if (full.gpu_utilization > 1)

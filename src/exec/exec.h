@@ -36,6 +36,9 @@ typedef struct ds_device_info {
     uint32_t unit_sms;   /* SMs per partition unit */
     uint32_t n_units;    /* units the scheduler may hand out */
     dstack_partitioning partitioning; /* in use, never AUTO */
+    /* GREEN_CTX: the SMs no unit holds join every range that ends at the
+     * last unit, not only the range of every unit (util/units.h) */
+    bool tail_leftover;
     /* What the backend's timings depend on beyond the name and SM counts,
      * for the profile cache key: on cuda the cuDNN, cuBLAS and driver
      * versions ("cudnn 91900 cublas 130100 driver 13000"); "" elsewhere. */

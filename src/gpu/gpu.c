@@ -31,6 +31,7 @@ struct ds_gpu {
     ds_green_api api;
     CUdevice cu_device;
     CUdevResource units[DS_GPU_MAX_UNITS]; /* GREEN_CTX: the split, once */
+    CUdevResource rem;                     /* the split's remainder (info.leftover_sms) */
     ds_range_cache cache;                  /* ds_gpu_part * per range */
     pthread_mutex_t lock;                  /* guards cache */
 };
@@ -88,6 +89,15 @@ static int split_units(ds_gpu *g) {
     g->info.unit_sms = g->units[0].sm.smCount;
     g->info.n_units = n;
     g->info.leftover_sms = rem.sm.smCount;
+    g->rem = rem;
+    /* The remainder may join the last unit's ranges: the driver takes
+     * resources of one split (results and remainder) in one descriptor
+     * (cuDevResourceGenerateDesc, CUDA 12.4+). Ask it once; where it says
+     * no, only the range of every unit (the whole device) has them. */
+    CUdevResource tail[2] = {g->units[n - 1], rem};
+    CUdevResourceDesc desc;
+    g->info.tail_leftover = n > 1 && rem.sm.smCount > 0 &&
+                            g->api.generate_desc(&desc, tail, 2) == CUDA_SUCCESS;
     return 1;
 }
 
@@ -189,16 +199,24 @@ static dstack_status part_make_stream(ds_gpu *g, ds_gpu_part *p) {
         cudaError_t e = cudaStreamCreateWithFlags(&p->stream, cudaStreamNonBlocking);
         return e == cudaSuccess ? DSTACK_OK : ds_gpu_cuda_fail(e, "cudaStreamCreateWithFlags");
     }
+    /* the range's units; the remainder too when the range ends at the last
+     * unit and the driver takes it there (util/units.h) */
+    CUdevResource res[DS_GPU_MAX_UNITS + 1];
+    unsigned n_res = p->unit_count;
+    memcpy(res, &g->units[p->first_unit], n_res * sizeof res[0]);
+    if (g->info.tail_leftover && p->first_unit + p->unit_count == g->info.n_units) res[n_res++] = g->rem;
     CUdevResourceDesc desc;
-    CUresult r = g->api.generate_desc(&desc, &g->units[p->first_unit], p->unit_count);
+    CUresult r = g->api.generate_desc(&desc, res, n_res);
     if (r != CUDA_SUCCESS)
-        return ds_fail(DSTACK_ERR_DEVICE, "cuDevResourceGenerateDesc(units %u+%u) failed: %d",
-                       p->first_unit, p->unit_count, (int)r);
+        return ds_fail(DSTACK_ERR_DEVICE, "cuDevResourceGenerateDesc(units %u+%u%s) failed: %d",
+                       p->first_unit, p->unit_count, n_res > p->unit_count ? " and the remainder" : "",
+                       (int)r);
     CUgreenCtx gc = NULL;
     r = g->api.green_create(&gc, desc, g->cu_device, CU_GREEN_CTX_DEFAULT_STREAM);
     if (r != CUDA_SUCCESS)
-        return ds_fail(DSTACK_ERR_DEVICE, "cuGreenCtxCreate(units %u+%u) failed: %d",
-                       p->first_unit, p->unit_count, (int)r);
+        return ds_fail(DSTACK_ERR_DEVICE, "cuGreenCtxCreate(units %u+%u%s) failed: %d",
+                       p->first_unit, p->unit_count, n_res > p->unit_count ? " and the remainder" : "",
+                       (int)r);
     p->green_ctx = gc;
     CUstream s = NULL;
     r = g->api.green_stream_create(&s, gc, CU_STREAM_NON_BLOCKING, 0);

@@ -18,6 +18,10 @@
  *    whole device, an ordinary non-blocking stream of the primary context
  *    with all sm_count SMs (the 12 left over included; util/units.h), which
  *    is safe because nothing else runs while a batch holds every unit.
+ *    A range of fewer units that ends at the last unit also takes the
+ *    split's remainder into its descriptor (8 + 12 SMs for the last unit
+ *    alone on an H100) where the driver accepts that (asked once at open:
+ *    info.tail_leftover), so the 12 SMs work whenever the last unit does.
  *    Created LAZILY on the first ds_gpu_partition call for
  *    that range and cached for the life of the device (overlapping green
  *    contexts are allowed; disjointness of what runs together is the
@@ -44,6 +48,7 @@
 #define DS_GPU_GPU_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <cublas_v2.h>
@@ -74,6 +79,9 @@ typedef struct ds_gpu_info {
     uint32_t unit_sms;        /* SMs per unit */
     uint32_t n_units;
     uint32_t leftover_sms;    /* GREEN_CTX: SMs no unit holds */
+    bool tail_leftover;       /* GREEN_CTX: they join the ranges that end at the last
+                                 unit (the driver takes the split's remainder in
+                                 their descriptor); else only the whole device has them */
     dstack_partitioning partitioning; /* in use, never AUTO */
 } ds_gpu_info;
 

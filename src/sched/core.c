@@ -112,6 +112,9 @@ static void union_account(ds_core *c, uint64_t now)
         c->totals.unit_busy_ns += (uint64_t)c->units_union * (now - c->union_since_ns);
         if (c->n_whole > 0)
             c->totals.whole_busy_ns += now - c->union_since_ns;
+        uint32_t last = (c->cfg.n_units < 64 ? c->cfg.n_units : 64) - 1;
+        if (c->cfg.n_units > 0 && c->unit_refs[last] > 0)
+            c->totals.tail_busy_ns += now - c->union_since_ns;
     }
     c->union_since_ns = now;
 }

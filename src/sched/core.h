@@ -87,6 +87,8 @@ typedef struct ds_core_totals {
     uint64_t whole_busy_ns;   /* time a batch held every unit: it ran on the whole device, the SMs
                                * no unit holds included (util/units.h); batches that hold
                                * every unit together but not one alone do not count */
+    uint64_t tail_busy_ns;    /* time some batch held the last unit: where the SMs no unit holds
+                               * join the ranges that end there (util/units.h), they worked */
     uint64_t batches, samples_run;
     uint32_t running;         /* batches running now */
     uint32_t units_in_use;    /* units covered by running batches now */

@@ -614,7 +614,11 @@ dstack_status ds_sim_engine_start(ds_sim_engine *e, uint64_t t_ns, const ds_sim_
     b->k = k;
     b->n = n;
     b->first_unit = first_unit;
-    b->n_units = n_units == e->dev.n_units ? e->n_units : n_units; /* every unit: the whole device */
+    /* the range of every unit is the whole device, and a range that ends at
+     * the last unit holds the SMs left over too where they join it
+     * (util/units.h): the engine's extra unit after the last */
+    bool tail = first_unit + n_units == e->dev.n_units && (first_unit == 0 || e->dev.tail_leftover);
+    b->n_units = tail ? e->n_units - first_unit : n_units;
     b->seq = e->next_seq++;
     b->user = user;
     b->timer = base + ds_sim_batch_overhead_ns(&e->dev, host_bytes) +

@@ -39,6 +39,7 @@ void ds_sim_device_default(ds_sim_device *d, dstack_partitioning partitioning,
         d->partitioning = DSTACK_PARTITION_GREEN_CTX;
         d->unit_sms = 8;
         d->n_units = sms / 8 - (sms % 8 && sms / 8 > 1 ? 1 : 0);
+        d->tail_leftover = true; /* the split's remainder joins the last unit */
     }
     snprintf(d->name, sizeof d->name, "sim H100 SXM (%u SMs, %s)", sms,
              d->partitioning == DSTACK_PARTITION_NONE ? "no partitions" : "green-context units");

@@ -49,6 +49,9 @@ typedef struct ds_sim_device {
     uint32_t unit_sms;        /* SMs per partition unit (8; NONE: sm_count) */
     uint32_t n_units;         /* units the scheduler hands out (15; NONE: 1) */
     dstack_partitioning partitioning; /* GREEN_CTX or NONE, never AUTO */
+    bool tail_leftover;       /* GREEN_CTX: the SMs no unit holds join every range
+                                 that ends at the last unit (util/units.h);
+                                 false: only the range of every unit has them */
     /* fitted constants, see kernels.h / engine.h for their meaning */
     double sm_flops;          /* FP32 FLOP/s one SM sustains on conv/GEMM tiles */
     double sm_flops_simple;   /* FLOP/s of one SM on elementwise/pool kernels */

@@ -266,8 +266,8 @@ static dstack_status sim_partition_get(ds_executor *ex, uint32_t first_unit, uin
                        first_unit, unit_count, se->dev.n_units);
     out->first_unit = first_unit;
     out->unit_count = unit_count;
-    out->sm_count = ds_units_range_sms(se->dev.partitioning, se->dev.sm_count, se->dev.unit_sms, se->dev.n_units,
-                                       unit_count);
+    out->sm_count = ds_units_span_sms(se->dev.partitioning, se->dev.sm_count, se->dev.unit_sms, se->dev.n_units,
+                                      se->dev.tail_leftover, first_unit, unit_count);
     out->handle = NULL;
     return DSTACK_OK;
 }
@@ -378,6 +378,7 @@ dstack_status ds_exec_sim_create(const ds_executor_config *cfg, ds_executor **ou
     se->base.device.unit_sms = se->dev.unit_sms;
     se->base.device.n_units = se->dev.n_units;
     se->base.device.partitioning = se->dev.partitioning;
+    se->base.device.tail_leftover = se->dev.tail_leftover;
     se->vclock = &ds_clock_monotonic;
     se->epoch_ns = ds_monotonic_ns();
     *out = &se->base;

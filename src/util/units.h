@@ -10,12 +10,20 @@
  * leftover unit). Without green contexts (NONE, MPS, cpu) there is one
  * unit and it is what the process has: unit_sms (an MPS client's share is
  * less than the device's sm_count).
+ * The SMs left over also join the last unit where the device allows it
+ * (`tail`: the split's remainder and the last units make one green-context
+ * descriptor, GPU-NOTES): a range that ends at the last unit holds them, so
+ * they work whenever the last unit does, not only while one batch holds
+ * every unit. The latency tables and knee curves measure the ranges that
+ * start at unit 0 (ds_units_range_sms), so a share placed at the end runs
+ * a little faster than planned, never slower.
  * One rule for the executors, the latency model, the knee curves and the
  * utilization figures, so that they agree on what a share is.
  */
 #ifndef DS_UTIL_UNITS_H
 #define DS_UTIL_UNITS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "dstack.h"
@@ -48,11 +56,26 @@ static inline uint32_t ds_units_range_sms(dstack_partitioning partitioning, uint
     return ds_units_sms(ds_units_whole_sms(partitioning, sm_count, unit_sms, n_units), unit_sms, n_units, units);
 }
 
-/* SMs only the range of every unit reaches (0 without green contexts). */
+/* SMs no unit holds (0 without green contexts): the range of every unit
+ * reaches them, and so does every range that ends at the last unit when
+ * the device lets them join it (ds_units_span_sms). */
 static inline uint32_t ds_units_leftover(dstack_partitioning partitioning, uint32_t sm_count, uint32_t unit_sms,
                                          uint32_t n_units)
 {
     return ds_units_whole_sms(partitioning, sm_count, unit_sms, n_units) - unit_sms * n_units;
+}
+
+/* SMs of the range (first, count) where it lies on the device: the range
+ * of every unit is the whole device; a range of fewer units holds its
+ * units, and the SMs left over too when it ends at the last unit and
+ * `tail` says they join it there. */
+static inline uint32_t ds_units_span_sms(dstack_partitioning partitioning, uint32_t sm_count, uint32_t unit_sms,
+                                         uint32_t n_units, bool tail, uint32_t first, uint32_t count)
+{
+    uint32_t sms = ds_units_range_sms(partitioning, sm_count, unit_sms, n_units, count);
+    if (tail && count < n_units && (uint64_t)first + count >= n_units)
+        sms += ds_units_leftover(partitioning, sm_count, unit_sms, n_units);
+    return sms;
 }
 
 #endif

@@ -1018,6 +1018,7 @@ dstack_status ds_exec_cuda_create(const ds_executor_config *cfg, ds_executor **o
     ex->base.device.unit_sms = info->unit_sms;
     ex->base.device.n_units = info->n_units;
     ex->base.device.partitioning = info->partitioning;
+    ex->base.device.tail_leftover = info->tail_leftover;
     cuda_versions(ex->base.device.version, sizeof ex->base.device.version);
     *out = &ex->base;
     return DSTACK_OK;
