@@ -668,6 +668,44 @@ static void test_dstack_serves_a_starving_wide_model_before_narrow_ones(void **s
     p->destroy(st);
 }
 
+/* A batch goes to the start of its free run, or to the end of a run that
+ * reaches the last unit: the ranges that end there hold the SMs no unit
+ * holds (util/units.h). Model 0 is ready and right-sized to 3 units
+ * (2 L(8, 3) = 42.7 ms <= 50 ms); model 1 waits for a share of 12, so
+ * nothing is spare to widen model 0's. */
+static void test_dstack_places_at_the_end_of_a_run_that_reaches_the_last_unit(void **state)
+{
+    (void)state;
+    const ds_policy_ops *p = ds_policy_find(DSTACK_POLICY_DSTACK);
+    void *st = p->create();
+    ds_policy_mstate ps[2] = {{0}};
+    ds_sched_model_view mv[2] = {
+        {.id = 1, .queued = 8, .queued_samples = 8, .oldest_submit_ns = 1000000, .oldest_deadline_ns = 51000000,
+         .batch_size = 8, .max_batch = 8, .unit_count = 8, .slo_ns = 50000000, .latency = lat_table, .ps = &ps[0]},
+        {.id = 2, .queued = 1, .queued_samples = 1, .oldest_submit_ns = 2000000, .oldest_deadline_ns = 52000000,
+         .batch_size = 8, .max_batch = 8, .unit_count = 12, .slo_ns = 50000000, .latency = lat_table, .ps = &ps[1]},
+    };
+    ds_sched_view v = {2000000, 2, mv, 15, 0, 1};
+    ds_sched_decision d;
+    uint64_t wake;
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.model, 0);
+    assert_int_equal(d.unit_count, 3);
+    assert_int_equal(d.first_unit, 12); /* units 12-14: the last one */
+    /* the last unit busy: the free run 0-13 does not reach it, its start */
+    v.units_busy = 1ull << 14;
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.model, 0);
+    assert_int_equal(d.unit_count, 3);
+    assert_int_equal(d.first_unit, 0);
+    /* best fit still comes first: runs 0-3 (4 units) and 6-14 (9 units) */
+    v.units_busy = (1ull << 4) | (1ull << 5);
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.unit_count, 3);
+    assert_int_equal(d.first_unit, 0);
+    p->destroy(st);
+}
+
 static void test_static_spatial_scales_knees_down_to_fit(void **state)
 {
     (void)state;
@@ -748,6 +786,7 @@ int main(void)
         cmocka_unit_test(test_dynamic_batching_waits_for_the_batch_until_the_deadline_forces_it),
         cmocka_unit_test(test_dstack_places_side_by_side_and_gives_idle_units_away),
         cmocka_unit_test(test_dstack_serves_a_starving_wide_model_before_narrow_ones),
+        cmocka_unit_test(test_dstack_places_at_the_end_of_a_run_that_reaches_the_last_unit),
         cmocka_unit_test(test_static_spatial_scales_knees_down_to_fit),
         cmocka_unit_test(test_dstack_in_virtual_time_never_overlaps_and_serves_everyone),
     };

@@ -22,7 +22,10 @@
  *       fits nowhere gets its planned share; without a latency model, the
  *       planned share;
  *     - it goes in the smallest free run of consecutive units that holds it
- *       (best fit keeps large runs for large shares);
+ *       (best fit keeps large runs for large shares), at the run's start,
+ *       or at its end when the run reaches the last unit: the ranges that
+ *       end there hold the SMs no unit holds (util/units.h; 12 on a
+ *       132-SM Hopper), so they work as often as the last unit can;
  *     - units that no waiting model needs (free units minus the shares of
  *       the models that wait without running) are added to it: idle units
  *       go to a model that has work;
@@ -233,6 +236,8 @@ static bool place(const ds_sched_view *v, uint32_t mi, ds_sched_decision *d)
         units = len < spare ? len : spare; /* units nobody waiting needs go to this batch */
     d->model = mi;
     d->batch = b;
+    if (first + len == v->n_units) /* the run's end: the last unit, the SMs left over with it */
+        first += len - units;
     d->first_unit = first;
     d->unit_count = units;
     return true;
