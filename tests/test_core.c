@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "sched/core.h"
+#include "util/error.h"
 #include "sched/des.h"
 #include "sched/policy.h"
 
@@ -706,6 +707,202 @@ static void test_dstack_places_at_the_end_of_a_run_that_reaches_the_last_unit(vo
     p->destroy(st);
 }
 
+/* L(b, u) = 10 ms x b / u, and 5 ms x b / u */
+static uint64_t lat_10ms(const void *arg, uint32_t samples, uint32_t units)
+{
+    (void)arg;
+    return 10000000ull * samples / (units ? units : 1);
+}
+
+static uint64_t lat_5ms(const void *arg, uint32_t samples, uint32_t units)
+{
+    (void)arg;
+    return 5000000ull * samples / (units ? units : 1);
+}
+
+/* A request expires only when even the fastest share a policy may grant
+ * would miss: temporal runs every batch on the whole device, so a model
+ * planned on 1 unit (L(1, 1) = 10 ms, SLO 12 ms) that waits 3 ms for the
+ * device still makes it there (L(1, 4) = 2.5 ms). Found by a review:
+ * expiry was deadline - L(1, planned share) = 2 ms. */
+static void test_expiry_counts_the_fastest_share(void **state)
+{
+    (void)state;
+    static sink k;
+    ds_core *c = core_into(DSTACK_POLICY_TEMPORAL, &k);
+    ds_sched_model_config bc = model_cfg(1, 4, 0), mc = model_cfg(1, 1, 12000000);
+    mc.latency = lat_10ms;
+    dstack_model *busy, *m;
+    assert_int_equal(ds_core_add_model(c, &bc, 16, 0, &busy), DSTACK_OK);
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &m), DSTACK_OK);
+    float in[2] = {0}, out[4];
+    dstack_buffer bi = {in, 4}, bo = {out, 8};
+    dstack_request r = req_of(&bi, &bo, 1);
+    dstack_ticket tk;
+    ds_core_start s[4];
+    uint64_t wake;
+    assert_int_equal(ds_core_submit(c, busy, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 1);
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 0);
+    assert_true(wake >= 9500000 && wake <= 9500001); /* its expiry: the deadline less L(1, 4) */
+    assert_int_equal(ds_core_step(c, 2000000, s, 4, &wake), 0);
+    assert_int_equal(k.n, 0); /* not expired at 2 ms */
+    ds_core_batch_done(c, busy, DSTACK_OK, 3000000);
+    assert_int_equal(ds_core_step(c, 3000000, s, 4, &wake), 1);
+    assert_int_equal(s[0].unit_count, 4);
+    ds_core_batch_done(c, s[0].model, DSTACK_OK, 3000000 + 2500000);
+    assert_int_equal(k.n, 2); /* the busy one's and m's, both served */
+    assert_int_equal(k.c[1].status, DSTACK_OK);
+    assert_int_equal(k.c[1].deadline_ns, 12000000);
+    ds_core_destroy(c);
+}
+
+/* A batch grown for a backlog that fits no free share is made smaller (down
+ * to the planned batch) rather than leaving a free unit idle: 2 units,
+ * unit 0 busy, 8 requests queued, SLO 30 ms, L(b, u) = 5 ms x b / u.
+ * Grown to 4 (L(4, 1) = 20 ms, 2 L > SLO) it fit nowhere and waited until
+ * every request expired (found by a review); a batch of 2 fits unit 1. */
+static void test_dstack_shrinks_a_grown_batch_to_fit_a_free_unit(void **state)
+{
+    (void)state;
+    const ds_policy_ops *p = ds_policy_find(DSTACK_POLICY_DSTACK);
+    void *st = p->create();
+    ds_policy_mstate ps = {0};
+    ds_sched_model_view mv = {.id = 1, .queued = 8, .queued_samples = 8, .oldest_submit_ns = 0,
+                              .oldest_deadline_ns = 30000000, .batch_size = 1, .max_batch = 8, .unit_count = 2,
+                              .slo_ns = 30000000, .latency = lat_5ms, .ps = &ps};
+    ds_sched_view v = {1000000, 1, &mv, 2, 1, 1};
+    ds_sched_decision d;
+    uint64_t wake;
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.first_unit, 1);
+    assert_int_equal(d.unit_count, 1);
+    assert_int_equal(d.batch, 2);
+    p->destroy(st);
+}
+
+/* A model without an SLO has no laxity; it starves no longer than half the
+ * longest SLO there is, then goes first (it used to wait behind every
+ * model with an SLO for as long as they kept the device busy). */
+static void test_dstack_serves_a_model_without_slo_within_half_the_longest(void **state)
+{
+    (void)state;
+    const ds_policy_ops *p = ds_policy_find(DSTACK_POLICY_DSTACK);
+    void *st = p->create();
+    ds_policy_mstate ps[2] = {{0}};
+    ds_sched_model_view mv[2] = {
+        {.id = 1, .queued = 1, .queued_samples = 1, .oldest_submit_ns = 0, .batch_size = 1, .max_batch = 1,
+         .unit_count = 1, .ps = &ps[0]},
+        {.id = 2, .queued = 1, .queued_samples = 1, .batch_size = 1, .max_batch = 1, .unit_count = 1,
+         .slo_ns = 50000000, .latency = lat_table, .ps = &ps[1]},
+    };
+    ds_sched_view v = {20000000, 2, mv, 1, 0, 0};
+    mv[1].oldest_submit_ns = v.now_ns - 1000000;
+    mv[1].oldest_deadline_ns = mv[1].oldest_submit_ns + 50000000;
+    ds_sched_decision d;
+    uint64_t wake;
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.model, 1); /* 20 ms of waiting: the SLO model first */
+    v.now_ns = 26000000;          /* past 25 ms, half the longest SLO */
+    mv[1].oldest_submit_ns = v.now_ns - 1000000;
+    mv[1].oldest_deadline_ns = mv[1].oldest_submit_ns + 50000000;
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.model, 0);
+    p->destroy(st);
+}
+
+/* Laxity saturates: an explicit deadline of UINT64_MAX ("never") is the
+ * least urgent, not the most (deadline - now wrapped negative). */
+static void test_dstack_far_deadline_is_not_urgent(void **state)
+{
+    (void)state;
+    const ds_policy_ops *p = ds_policy_find(DSTACK_POLICY_DSTACK);
+    void *st = p->create();
+    ds_policy_mstate ps[2] = {{0}};
+    ds_sched_model_view mv[2] = {
+        {.id = 1, .queued = 1, .queued_samples = 1, .oldest_submit_ns = 1000, .oldest_deadline_ns = UINT64_MAX,
+         .batch_size = 1, .max_batch = 1, .unit_count = 1, .latency = lat_10ms, .ps = &ps[0]},
+        {.id = 2, .queued = 1, .queued_samples = 1, .oldest_submit_ns = 2000, .oldest_deadline_ns = 15002000,
+         .batch_size = 1, .max_batch = 1, .unit_count = 1, .slo_ns = 15000000, .latency = lat_10ms,
+         .ps = &ps[1]},
+    };
+    ds_sched_view v = {3000, 2, mv, 1, 0, 0};
+    ds_sched_decision d;
+    uint64_t wake;
+    assert_true(p->pick(st, &v, &d, &wake));
+    assert_int_equal(d.model, 1);
+    p->destroy(st);
+}
+
+/* static_spatial: scaled down, every model keeps a unit while there are as
+ * many units as models (knees {3, 1, 1, 1} on 4 units left the last one
+ * without any), and the core refuses a model beyond one per unit. */
+static void test_static_spatial_gives_every_model_a_unit_and_refuses_more(void **state)
+{
+    (void)state;
+    const ds_policy_ops *p = ds_policy_find(DSTACK_POLICY_STATIC_SPATIAL);
+    void *st = p->create();
+    ds_policy_mstate ps[4] = {{0}};
+    ds_sched_model_view mv[4];
+    static const uint32_t knee[4] = {3, 1, 1, 1};
+    for (int i = 0; i < 4; i++)
+        mv[i] = (ds_sched_model_view){.queued = 1, .queued_samples = 1, .batch_size = 1, .max_batch = 1,
+                                      .unit_count = knee[i], .ps = &ps[i]};
+    ds_sched_view v = {0, 4, mv, 4, 0, 0};
+    ds_sched_decision d;
+    uint64_t wake;
+    for (uint32_t i = 0; i < 4; i++) {
+        assert_true(p->pick(st, &v, &d, &wake));
+        assert_int_equal(d.model, i);
+        assert_int_equal(d.first_unit, i);
+        assert_int_equal(d.unit_count, 1);
+        mv[i].running = true;
+        v.units_busy |= 1ull << i;
+    }
+    p->destroy(st);
+    static sink k;
+    ds_core *c = core_into(DSTACK_POLICY_STATIC_SPATIAL, &k);
+    ds_sched_model_config mc = model_cfg(1, 1, 0);
+    dstack_model *m[5];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &m[i]), DSTACK_OK);
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &m[4]), DSTACK_ERR_RESOURCE_LIMIT);
+    assert_non_null(strstr(ds_error_message(), "static_spatial"));
+    bool running;
+    assert_int_equal(ds_core_remove_model(c, m[0], 0, &running), DSTACK_OK);
+    assert_false(running);
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &m[4]), DSTACK_OK);
+    ds_core_destroy(c);
+}
+
+/* QUEUE_FULL means "retry later": a request larger than the queue ever
+ * holds is INVALID_ARGUMENT instead, or a retry loop would spin forever. */
+static void test_request_larger_than_the_queue_is_invalid_not_full(void **state)
+{
+    (void)state;
+    static sink k;
+    ds_core *c = core_into(DSTACK_POLICY_TEMPORAL, &k);
+    ds_sched_model_config mc = model_cfg(1, 1, 0); /* max_batch 8 */
+    dstack_model *m;
+    assert_int_equal(ds_core_add_model(c, &mc, 2, 0, &m), DSTACK_OK);
+    float in[3] = {0}, out[6];
+    dstack_buffer bi = {in, 12}, bo = {out, 24};
+    dstack_request r = req_of(&bi, &bo, 3);
+    dstack_ticket tk;
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(ds_error_message(), "queue_capacity"));
+    bi.bytes = 8;
+    bo.bytes = 16;
+    r = req_of(&bi, &bo, 2);
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    bi.bytes = 4;
+    bo.bytes = 8;
+    r = req_of(&bi, &bo, 1);
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_ERR_QUEUE_FULL); /* full for now */
+    ds_core_destroy(c);
+}
+
 static void test_static_spatial_scales_knees_down_to_fit(void **state)
 {
     (void)state;
@@ -787,6 +984,12 @@ int main(void)
         cmocka_unit_test(test_dstack_places_side_by_side_and_gives_idle_units_away),
         cmocka_unit_test(test_dstack_serves_a_starving_wide_model_before_narrow_ones),
         cmocka_unit_test(test_dstack_places_at_the_end_of_a_run_that_reaches_the_last_unit),
+        cmocka_unit_test(test_expiry_counts_the_fastest_share),
+        cmocka_unit_test(test_dstack_shrinks_a_grown_batch_to_fit_a_free_unit),
+        cmocka_unit_test(test_dstack_serves_a_model_without_slo_within_half_the_longest),
+        cmocka_unit_test(test_dstack_far_deadline_is_not_urgent),
+        cmocka_unit_test(test_static_spatial_gives_every_model_a_unit_and_refuses_more),
+        cmocka_unit_test(test_request_larger_than_the_queue_is_invalid_not_full),
         cmocka_unit_test(test_static_spatial_scales_knees_down_to_fit),
         cmocka_unit_test(test_dstack_in_virtual_time_never_overlaps_and_serves_everyone),
     };

@@ -11,8 +11,8 @@
  *
  * A job's samples: a Triton request of n samples (its batch dimension) is
  * one dstack request of n samples (dstack_request.n_samples) when n fits
- * the model's max_batch, else chunks of max_batch; its response waits for
- * all of them. Only submit_samples knows this.
+ * the model's max_batch and the queue, else chunks of the smaller of the
+ * two; its response waits for all of them. Only submit_samples knows this.
  *
  * Nothing is lost: a job holds one reference per submitted library request plus one
  * for execute itself, and whoever drops the last one answers the request,
@@ -274,10 +274,14 @@ static int job_outputs(td_job *job, const dstack_model_info *info, int batched)
 
 /* Samples one dstack request may carry: up to the model's max_batch
  * (dstack_request.n_samples), so a Triton request of n <= max_batch samples
- * is one library request, answered in one batch. */
-static uint32_t samples_per_request(const dstack_model_info *info)
+ * is one library request, answered in one batch; and no more than the
+ * model's queue ever holds (queue_capacity), which the library refuses as
+ * INVALID_ARGUMENT: in chunks that fit, a request larger than the queue is
+ * queued as far as there is room and fails UNAVAILABLE (retry) after. */
+static uint32_t samples_per_request(const dstack_model_info *info, uint32_t queue_capacity)
 {
-    return info->max_batch ? info->max_batch : 1;
+    uint32_t most = info->max_batch ? info->max_batch : 1;
+    return queue_capacity && queue_capacity < most ? queue_capacity : most;
 }
 
 /* Hand the job's samples to the library in chunks of samples_per_request. */
@@ -293,7 +297,7 @@ static void submit_samples(td_job *job, td_registration *reg, uint64_t deadline_
     rq.outputs = out;
     rq.n_outputs = info->n_outputs;
     rq.user_data = job;
-    uint32_t most = samples_per_request(info);
+    uint32_t most = samples_per_request(info, reg->tctx->params.queue_capacity);
     for (uint32_t s = 0; s < job->n_samples; s += most) {
         uint32_t chunk = job->n_samples - s < most ? job->n_samples - s : most;
         for (uint32_t i = 0; i < info->n_inputs; i++)

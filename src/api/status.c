@@ -27,7 +27,7 @@ static const char *const status_strings[] = {
     [DSTACK_ERR_DEADLINE_MISSED] = "deadline missed",
     [DSTACK_ERR_CANCELLED] = "cancelled",
     [DSTACK_ERR_INTERNAL] = "internal error",
-    [DSTACK_ERR_RESOURCE_LIMIT] = "over a work or memory budget of the options",
+    [DSTACK_ERR_RESOURCE_LIMIT] = "over a budget of the options or a limit of the policy",
 };
 
 DSTACK_API const char *dstack_strerror(dstack_status status)

@@ -57,7 +57,7 @@ struct dstack_model {
     uint32_t *heap, *hpos;
     uint32_t hn;
     uint32_t outstanding;        /* samples queued + running + unpolled */
-    uint64_t min_run_ns;         /* fastest predicted run: a batch of 1 */
+    uint64_t min_run_ns;         /* fastest predicted run: a batch of 1 on the best share */
     /* the one batch of this model that may be running */
     bool running;
     uint32_t batch_reqs_n, batch_samples;
@@ -371,7 +371,24 @@ static void model_free(dstack_model *m)
     free(m);
 }
 
-static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap)
+/* The fastest a batch of one can run on any share a policy may grant (every
+ * policy may give a model more than its planned share: temporal the whole
+ * device, dstack spare units): a request expires only when even that run
+ * would miss its deadline. 0 without a latency model. */
+static uint64_t fastest_run_ns(const ds_sched_model_config *cfg, uint32_t n_units)
+{
+    uint64_t best = 0;
+    if (!cfg->latency)
+        return 0;
+    for (uint32_t u = 1; u <= n_units && u <= 64; u++) {
+        uint64_t l = cfg->latency(cfg->latency_arg, 1, u);
+        if (l > 0 && (best == 0 || l < best))
+            best = l;
+    }
+    return best;
+}
+
+static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap, uint32_t n_units)
 {
     dstack_model *m = ds_calloc(1, sizeof *m);
     if (!m)
@@ -392,8 +409,7 @@ static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap)
     }
     for (uint32_t i = 0; i < cap; i++)
         m->hpos[i] = NO_POS;
-    if (cfg->latency)
-        m->min_run_ns = cfg->latency(cfg->latency_arg, 1, cfg->unit_count);
+    m->min_run_ns = fastest_run_ns(cfg, n_units);
     return m;
 }
 
@@ -459,6 +475,20 @@ dstack_status ds_core_add_model(ds_core *c, const ds_sched_model_config *cfg, ui
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "scheduler: bad model configuration");
     if (c->stopped)
         return ds_fail(DSTACK_ERR_SHUTTING_DOWN, "the context is shutting down");
+    if (c->cfg.policy->id == DSTACK_POLICY_STATIC_SPATIAL) {
+        /* fixed disjoint partitions and no time sharing: a model beyond one
+         * per unit would never run, so it is refused, not queued forever */
+        uint32_t live = 0;
+        for (uint32_t i = 0; i < c->n_models; i++)
+            live += c->models[i]->state == MODEL_LIVE;
+        if (live >= c->cfg.n_units)
+            return ds_fail(DSTACK_ERR_RESOURCE_LIMIT,
+                           "policy static_spatial gives every model a partition of its own and never "
+                           "time-shares: the %u model%s registered already hold%s all %u partition "
+                           "unit%s of the device (unregister one, or use policy dstack or temporal)",
+                           live, live == 1 ? "" : "s", live == 1 ? "s" : "", c->cfg.n_units,
+                           c->cfg.n_units == 1 ? "" : "s");
+    }
     uint32_t cap_live = c->cap_views;
     dstack_status st = grow((void **)&c->models, &c->cap_models, c->n_models + 1, sizeof *c->models);
     if (st == DSTACK_OK)
@@ -474,7 +504,7 @@ dstack_status ds_core_add_model(ds_core *c, const ds_sched_model_config *cfg, ui
     }
     if (st != DSTACK_OK)
         return st;
-    dstack_model *m = model_alloc(cfg, capacity);
+    dstack_model *m = model_alloc(cfg, capacity, c->cfg.n_units);
     if (!m)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for a queue of %u requests", capacity);
     if (c->n_free > 0) {
@@ -601,6 +631,10 @@ static dstack_status check_request(const dstack_model *m, const dstack_request *
     if (samples > c->max_batch)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "request has %u samples, the model's max_batch is %u",
                        samples, c->max_batch);
+    if (samples > m->cap) /* QUEUE_FULL says "retry later": this one never fits */
+        return ds_fail(DSTACK_ERR_INVALID_ARGUMENT,
+                       "request has %u samples, more than the model's queue ever holds (%u samples: "
+                       "options.queue_capacity)", samples, m->cap);
     for (uint32_t j = 0; j < c->n_inputs; j++) {
         if (!req->inputs[j].data)
             return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "input %u data is NULL", j);

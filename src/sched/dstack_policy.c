@@ -9,7 +9,8 @@
  *  1. Candidates: models not running whose batch is ready (dynamic batching,
  *     policy.h). Models not ready tell when they will be (the wake-up time).
  *  2. Order (the fair cycle): first the *starving* models, those with work
- *     that have not started a batch for half their SLO (oldest head first);
+ *     that have not started a batch for half their SLO (half the longest
+ *     SLO of the models for one without an SLO; oldest head first);
  *     then least laxity first: laxity = oldest deadline - now - L(b, k), the
  *     time the model can still wait; ties and models without an SLO by the
  *     oldest head request.
@@ -113,6 +114,22 @@ void ds_dstack_destroy(void *state)
     if (s)
         free(s->c);
     free(s);
+}
+
+/* deadline - now - run, saturating: a deadline far in the future (a
+ * caller's UINT64_MAX for "never") must not wrap to the most urgent. */
+static int64_t laxity_ns(uint64_t deadline, uint64_t now, uint64_t run)
+{
+    const uint64_t big = (uint64_t)INT64_MAX / 2;
+    if (deadline == 0)
+        return INT64_MAX;
+    uint64_t r = run < big ? run : big;
+    if (deadline >= now) {
+        uint64_t left = deadline - now;
+        return (int64_t)(left < big ? left : big) - (int64_t)r;
+    }
+    uint64_t past = now - deadline;
+    return -(int64_t)(past < big ? past : big) - (int64_t)r;
 }
 
 static int cand_cmp(const void *pa, const void *pb)
@@ -219,10 +236,17 @@ static bool place(const ds_sched_view *v, uint32_t mi, ds_sched_decision *d)
     if (m->latency) {
         /* a backlog is a burst the rate estimate has not seen yet: no
          * right-sizing below the planned share then */
-        uint32_t lo = backlog ? top : 1;
-        for (uint32_t u = lo; u <= top && !units; u++)
-            if (share_fits(v, m, b, u))
-                units = u;
+        uint32_t lo = backlog ? top : 1, planned = ds_policy_batch_samples(m);
+        for (;;) {
+            for (uint32_t u = lo; u <= top && !units; u++)
+                if (share_fits(v, m, b, u))
+                    units = u;
+            if (units || b <= planned)
+                break;
+            /* a batch grown for a backlog that fits no free share: smaller
+             * ones, down to the planned batch, before the model waits */
+            b = b / 2 > planned ? b / 2 : planned;
+        }
         if (!units && len >= k)
             units = k; /* fits nowhere: at least its knee */
     } else if (len >= k) {
@@ -254,6 +278,12 @@ bool ds_dstack_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_
         s->c = c;
         s->cap = v->n_models;
     }
+    /* a model without an SLO has no laxity and would come after every model
+     * with one: it starves after half the longest SLO there is instead */
+    uint64_t longest_slo = 0;
+    for (uint32_t i = 0; i < v->n_models; i++)
+        if (v->models[i].slo_ns > longest_slo)
+            longest_slo = v->models[i].slo_ns;
     uint32_t n = 0;
     for (uint32_t i = 0; i < v->n_models; i++) {
         const ds_sched_model_view *m = &v->models[i];
@@ -266,11 +296,11 @@ bool ds_dstack_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uint64_
         cand *c = &s->c[n++];
         c->model = i;
         c->oldest_ns = m->oldest_submit_ns;
-        c->starving = m->slo_ns && v->now_ns - m->ps->last_start_ns > m->slo_ns / 2 &&
-                      v->now_ns - m->oldest_submit_ns > m->slo_ns / 2;
+        uint64_t horizon = m->slo_ns ? m->slo_ns : longest_slo;
+        c->starving = horizon && v->now_ns - m->ps->last_start_ns > horizon / 2 &&
+                      v->now_ns - m->oldest_submit_ns > horizon / 2;
         uint64_t run = ds_policy_latency(m, ds_policy_batch_samples(m), k);
-        c->laxity_ns = m->oldest_deadline_ns ? (int64_t)(m->oldest_deadline_ns - v->now_ns) - (int64_t)run
-                                             : INT64_MAX;
+        c->laxity_ns = laxity_ns(m->oldest_deadline_ns, v->now_ns, run);
     }
     if (n > 1) /* qsort(NULL, 0) is undefined: no models, no array yet */
         qsort(s->c, n, sizeof *s->c, cand_cmp);

@@ -175,18 +175,22 @@ static bool streams_pick(void *state, ds_sched_view *v, ds_sched_decision *d, ui
 
 /* Home partitions: knees scaled down to fit, in model order. Recomputed on
  * every pick from the views (O(models)), so models that come and go get a
- * fresh layout; a running batch keeps its units until it ends. */
+ * fresh layout; a running batch keeps its units until it ends. Scaled down,
+ * every model keeps one unit and the units beyond one per model are shared
+ * out in proportion to what each knee asks beyond one, so no model is left
+ * without a unit while there are at least as many units as models (the
+ * library refuses to register more models than units under this policy). */
 static void static_layout(const ds_sched_view *v, uint32_t *first, uint32_t *count)
 {
-    uint64_t want = 0;
+    uint64_t want = 0, n = v->n_models;
     for (uint32_t i = 0; i < v->n_models; i++)
         want += v->models[i].unit_count ? v->models[i].unit_count : 1;
     uint32_t next = 0;
     for (uint32_t i = 0; i < v->n_models; i++) {
         uint32_t k = v->models[i].unit_count ? v->models[i].unit_count : 1;
-        uint32_t u = want <= v->n_units ? k : (uint32_t)((uint64_t)k * v->n_units / want);
-        if (u == 0)
-            u = 1;
+        uint32_t u = k;
+        if (want > v->n_units)
+            u = n < v->n_units ? 1 + (uint32_t)((uint64_t)(k - 1) * (v->n_units - n) / (want - n)) : 1;
         if (next + u > v->n_units)
             u = next < v->n_units ? v->n_units - next : 0;
         first[i] = next;
