@@ -208,16 +208,35 @@ static void report(demo *d, double elapsed)
 
 static const char *const policy_names[] = {"dstack", "temporal", "streams", "static_spatial", "ideal"};
 
+/* A whole number in lo..hi, or -1 with a message naming the option. */
+static long parse_count(const char *opt, const char *v, long lo, long hi)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (!*v || *end || n < lo || n > hi) {
+        fprintf(stderr, "serve_demo: %s must be a whole number in %ld..%ld, got '%s'\n", opt, lo, hi, v);
+        return -1;
+    }
+    return n;
+}
+
 static int parse_args(int argc, char **argv, dstack_backend *backend, dstack_policy *policy, int *requests,
                       uint32_t *image, uint32_t *samples)
 {
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--backend") && v) {
-            *backend = !strcmp(v, "cpu")    ? DSTACK_BACKEND_CPU
-                       : !strcmp(v, "cuda") ? DSTACK_BACKEND_CUDA
-                       : !strcmp(v, "sim")  ? DSTACK_BACKEND_SIM
-                                            : DSTACK_BACKEND_AUTO;
+            static const char *const names[] = {"auto", "cpu", "cuda", "sim"};
+            int found = 0;
+            for (int b = 0; b < 4; b++)
+                if (!strcmp(v, names[b])) {
+                    *backend = (dstack_backend)b;
+                    found = 1;
+                }
+            if (!found) {
+                fprintf(stderr, "serve_demo: unknown backend '%s' (auto, cpu, cuda or sim)\n", v);
+                return -1;
+            }
             i++;
         } else if (!strcmp(argv[i], "--policy") && v) {
             int found = 0;
@@ -232,18 +251,21 @@ static int parse_args(int argc, char **argv, dstack_backend *backend, dstack_pol
             }
             i++;
         } else if (!strcmp(argv[i], "--requests") && v) {
-            *requests = atoi(v);
+            long n = parse_count("--requests", v, 1, 10000000);
+            if (n < 0)
+                return -1;
+            *requests = (int)n;
             i++;
         } else if (!strcmp(argv[i], "--image") && v) {
-            *image = (uint32_t)atoi(v);
+            long n = parse_count("--image", v, 1, 4096); /* the library says which sizes a model takes */
+            if (n < 0)
+                return -1;
+            *image = (uint32_t)n;
             i++;
         } else if (!strcmp(argv[i], "--samples") && v) {
-            char *end;
-            unsigned long n = strtoul(v, &end, 10);
-            if (*end || n < 1 || n > 4096) {
-                fprintf(stderr, "serve_demo: --samples must be 1..4096 (the largest max_batch), got '%s'\n", v);
+            long n = parse_count("--samples", v, 1, 4096); /* the largest max_batch */
+            if (n < 0)
                 return -1;
-            }
             *samples = (uint32_t)n;
             i++;
         } else {
@@ -254,7 +276,7 @@ static int parse_args(int argc, char **argv, dstack_backend *backend, dstack_pol
             return -1;
         }
     }
-    return *requests > 0 ? 0 : -1;
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -282,9 +304,9 @@ int main(int argc, char **argv)
     if (!image)
         image = on_gpu ? 224 : 112;
     static const char *const backend_names[] = {"auto", "cpu", "cuda", "sim"};
-    printf("libdstack %s: backend %s on %s (%u %s, partitions of %u units), policy %s\n%s%s", dstack_version_string(),
+    printf("libdstack %s: backend %s on %s: %u %s in %u partition unit%s, policy %s\n%s%s", dstack_version_string(),
            backend_names[ci.backend], ci.device_name, ci.sm_count, on_gpu ? "SMs" : "threads", ci.partition_units,
-           ci.policy_name, ci.note[0] ? ci.note : "", ci.note[0] ? "\n" : "");
+           ci.partition_units == 1 ? "" : "s", ci.policy_name, ci.note[0] ? ci.note : "", ci.note[0] ? "\n" : "");
 
     int rc = 1;
     if (register_models(&d, image) || calibrate(&d))

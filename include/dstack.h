@@ -73,7 +73,8 @@ typedef enum dstack_status {
     DSTACK_ERR_INTERNAL = 18,        /* a bug in libdstack: please report it */
     DSTACK_ERR_RESOURCE_LIMIT = 19   /* a model over a budget of dstack_options (work or
                                         memory per request/model, nesting): raise the
-                                        budget or fix the model */
+                                        budget or fix the model; or over a limit of the
+                                        policy (static_spatial: one model per unit) */
 } dstack_status;
 
 /* A fixed English string for a status; never NULL, never to be freed.
@@ -101,7 +102,9 @@ typedef enum dstack_backend {
     DSTACK_BACKEND_AUTO = 0, /* cuda when a usable GPU is there, else cpu */
     DSTACK_BACKEND_CPU = 1,  /* reference executor, plain C */
     DSTACK_BACKEND_CUDA = 2, /* cuDNN and cuBLAS on SM partitions */
-    DSTACK_BACKEND_SIM = 3   /* simulated GPU, virtual SMs and clock */
+    DSTACK_BACKEND_SIM = 3   /* simulated GPU, virtual SMs and clock: for the
+                                scheduler and its timing only; it computes no
+                                results (outputs are written as zeros) */
 } dstack_backend;
 
 typedef enum dstack_partitioning {
@@ -115,7 +118,10 @@ typedef enum dstack_policy {
     DSTACK_POLICY_DSTACK = 0,         /* default: knee + SLO batch + fair cycle */
     DSTACK_POLICY_TEMPORAL = 1,       /* one batch at a time on the whole GPU, FCFS */
     DSTACK_POLICY_STREAMS = 2,        /* every model on its own stream, no limits */
-    DSTACK_POLICY_STATIC_SPATIAL = 3, /* fixed disjoint partitions, no time sharing */
+    DSTACK_POLICY_STATIC_SPATIAL = 3, /* fixed disjoint partitions, no time sharing: at
+                                         most one model per partition unit (1 on cpu,
+                                         15 on an H100); register refuses more with
+                                         RESOURCE_LIMIT */
     DSTACK_POLICY_IDEAL = 4           /* sim only: each kernel gets exactly its SMs */
 } dstack_policy;
 
@@ -131,7 +137,10 @@ typedef enum dstack_policy {
  *   WARN   degraded but working: a fallback (auto chose cpu, a partitioning
  *          mode unavailable), a cache entry ignored (stale, corrupt) or not
  *          written, an SLO that no batch size can meet.
- *   ERROR  a call is about to fail: the same text dstack_last_error() gives.
+ *   ERROR  dstack_create or dstack_register_model is about to fail: the
+ *          same text dstack_last_error() gives. Calls on the request path
+ *          (submit, poll, the info and stats reads) are not logged when
+ *          they fail: their status and dstack_last_error() say it.
  *   OFF    as a minimum level: nothing. */
 typedef enum dstack_log_level {
     DSTACK_LOG_DEBUG = 0,
@@ -222,7 +231,9 @@ DSTACK_API dstack_status dstack_shutdown(dstack_ctx *ctx);
  * the same context. NULL is a no-op. */
 DSTACK_API void dstack_destroy(dstack_ctx *ctx);
 
-/* The context's clock, in ns: the time base of deadlines and timestamps. */
+/* The context's clock, in ns: the time base of deadlines and timestamps.
+ * The same CLOCK_MONOTONIC for every context (NULL too), so times of two
+ * contexts compare. Thread-safe. */
 DSTACK_API uint64_t dstack_now_ns(const dstack_ctx *ctx);
 
 typedef struct dstack_ctx_info {
@@ -231,7 +242,7 @@ typedef struct dstack_ctx_info {
     dstack_partitioning partitioning; /* the mechanism in use (never AUTO) */
     dstack_policy policy;           /* the policy in use */
     char policy_name[DSTACK_NAME_LEN];
-    char device_name[DSTACK_NAME_LEN]; /* "NVIDIA H100 80GB HBM3", "cpu", "sim" */
+    char device_name[DSTACK_NAME_LEN]; /* "NVIDIA H100 80GB HBM3", "cpu", "sim H100 SXM (132 SMs, ...)" */
     uint32_t sm_count;              /* SMs of the device (cpu: cores used) */
     uint32_t partition_unit_sms;    /* SMs per partition unit (granularity) */
     uint32_t partition_units;       /* units the scheduler can hand out */
@@ -291,14 +302,15 @@ typedef struct dstack_model_desc {
                                    at most DSTACK_MAX_SLO_US */
     uint32_t max_batch;         /* largest batch ever formed, default 32 */
     uint32_t fixed_sm_count;    /* 0: the library picks the knee; else SMs,
-                                   rounded up to partition units; all the
-                                   units are the whole device (132 SMs on
-                                   an H100, not 15 x 8) */
+                                   rounded up to partition units, and more
+                                   than the device has means all of it; all
+                                   the units are the whole device (132 SMs
+                                   on an H100, not 15 x 8) */
     uint32_t fixed_batch;       /* 0: the library picks the batch; else this */
     dstack_precision precision; /* default FP32 */
     uint64_t seed;              /* ZOO: seed of the generated weights */
-    uint32_t zoo_image_size;    /* ZOO: input side in pixels, default 224 */
-    uint32_t zoo_classes;       /* ZOO: output classes, default 1000 */
+    uint32_t zoo_image_size;    /* ZOO: input side in pixels, default (and 0) 224 */
+    uint32_t zoo_classes;       /* ZOO: output classes, default (and 0) 1000 */
 } dstack_model_desc;
 
 DSTACK_API void dstack_model_desc_init(dstack_model_desc *desc);
@@ -311,7 +323,8 @@ DSTACK_API void dstack_model_desc_init(dstack_model_desc *desc);
  * IO, PARSE, UNSUPPORTED_OP, UNSUPPORTED_TYPE, SHAPE, EXTERNAL_DATA,
  * SHUTTING_DOWN, DEVICE, OUT_OF_MEMORY, RESOURCE_LIMIT (over a budget of
  * the options: options.max_request_ops, options.max_model_memory_bytes;
- * the message names the op). Thread-safe (serialized
+ * the message names the op; or under policy static_spatial, a model beyond
+ * one per partition unit). Thread-safe (serialized
  * internally; may take seconds: it builds plans and may profile). */
 DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_model_desc *desc,
                                                dstack_model **model);
@@ -400,8 +413,9 @@ typedef uint64_t dstack_ticket;
  * polled (or dstack_destroy returns). The dstack_buffer arrays themselves
  * are copied and may be reused at once.
  * On OK, *ticket is set and exactly one completion for it will be returned
- * by dstack_poll. Fails with INVALID_ARGUMENT, NOT_FOUND (unknown model),
- * SIZE_MISMATCH (buffer count or size differs from dstack_model_info),
+ * by dstack_poll. Fails with INVALID_ARGUMENT (also for a request of more
+ * samples than max_batch or than queue_capacity, which no retry could
+ * queue), NOT_FOUND (unknown model), SIZE_MISMATCH (buffer count or size differs from dstack_model_info),
  * QUEUE_FULL (nothing was queued: retry later), SHUTTING_DOWN.
  * Thread-safe: any number of threads may submit at once. */
 DSTACK_API dstack_status dstack_submit(dstack_ctx *ctx, dstack_model *model,

@@ -138,6 +138,52 @@ static void test_log_failed_create_logs_an_error(void **unused)
     assert_non_null(strstr(c.first, dstack_last_error()));
 }
 
+/* A failed registration is logged at ERROR with dstack_last_error's text
+ * (found by a new user: it logged nothing at any level). */
+static void test_log_failed_register_logs_an_error(void **unused)
+{
+    (void)unused;
+    log_capture c = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = DSTACK_LOG_ERROR};
+    dstack_options o = capture_options(&c, DSTACK_LOG_ERROR);
+    dstack_ctx *ctx = NULL;
+    assert_int_equal(create_cpu(&o, &ctx), DSTACK_OK);
+    dstack_model_desc d;
+    dstack_model_desc_init(&d);
+    d.source = DSTACK_SOURCE_ZOO;
+    d.path = "no_such_net";
+    dstack_model *m = NULL;
+    assert_int_equal(dstack_register_model(ctx, &d, &m), DSTACK_ERR_NOT_FOUND);
+    assert_int_equal(c.n, 1);
+    assert_non_null(strstr(c.first, "dstack_register_model"));
+    assert_non_null(strstr(c.first, dstack_last_error()));
+    dstack_destroy(ctx);
+}
+
+/* A partitioning mode the backend does not have falls back, and says so at
+ * WARN and in the context's note. */
+static void test_partitioning_fallback_is_noted(void **unused)
+{
+    (void)unused;
+    log_capture c = {.lock = PTHREAD_MUTEX_INITIALIZER, .min = DSTACK_LOG_WARN, .want = "partitioning"};
+    dstack_options o = capture_options(&c, DSTACK_LOG_WARN);
+    o.partitioning = DSTACK_PARTITION_GREEN_CTX;
+    dstack_ctx *ctx = NULL;
+    assert_int_equal(create_cpu(&o, &ctx), DSTACK_OK);
+    assert_non_null(strstr(c.found, "green contexts unavailable on backend cpu"));
+    dstack_ctx_info ci;
+    dstack_ctx_info_init(&ci);
+    assert_int_equal(dstack_ctx_info_get(ctx, &ci), DSTACK_OK);
+    assert_non_null(strstr(ci.note, "partitioning green contexts unavailable on backend cpu: using none"));
+    dstack_destroy(ctx);
+    /* asked for what it has: no note */
+    o.partitioning = DSTACK_PARTITION_NONE;
+    assert_int_equal(create_cpu(&o, &ctx), DSTACK_OK);
+    dstack_ctx_info_init(&ci);
+    assert_int_equal(dstack_ctx_info_get(ctx, &ci), DSTACK_OK);
+    assert_null(strstr(ci.note, "partitioning"));
+    dstack_destroy(ctx);
+}
+
 static void test_log_level_out_of_range_is_refused(void **unused)
 {
     (void)unused;
@@ -197,6 +243,8 @@ int main(void)
         cmocka_unit_test(test_log_callback_gets_the_backend_choice_at_info),
         cmocka_unit_test(test_log_callback_gets_nothing_below_its_level),
         cmocka_unit_test(test_log_failed_create_logs_an_error),
+        cmocka_unit_test(test_log_failed_register_logs_an_error),
+        cmocka_unit_test(test_partitioning_fallback_is_noted),
         cmocka_unit_test(test_log_level_out_of_range_is_refused),
         cmocka_unit_test(test_log_env_var_sends_to_stderr_when_asked),
         cmocka_unit_test(test_partitions_made_ahead_for_partitioning_policies),

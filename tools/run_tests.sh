@@ -48,6 +48,14 @@ if [ -x "${BUILD:-build}/bench/sched_compare" ] && [ -z "${SANITIZED:-}" ]; then
     cat "$log"
     tally sched_compare $rc $([ $rc -eq 0 ] && echo 1 || echo 0) $([ $rc -eq 0 ] && echo 0 || echo 1)
 fi
+# make install, then a program built against it with pkg-config, shared
+# and static (the README's lines).
+if [ -z "${SANITIZED:-}" ]; then
+    echo "== tests/install/run.sh (make install, pkg-config, shared and static)"
+    sh tests/install/run.sh >"$log" 2>&1; rc=$?
+    cat "$log"
+    tally tests/install $rc "$(grep -c '^PASS' "$log")" "$(grep -c '^FAIL' "$log")"
+fi
 if [ -n "${SANITIZED:-}" ]; then
     echo "== fuzz smoke skipped: it runs under make check (its build is sanitized already)"
 elif [ -n "${DSTACK_SKIP_FUZZ:-}" ]; then

@@ -89,6 +89,24 @@ static dstack_status open_backend(dstack_ctx *ctx)
     return ds_exec_cpu_create(&cfg, &ctx->exec);
 }
 
+/* A partitioning mode asked for that the backend does not have (MPS on
+ * sim, green contexts or MPS on cpu) falls back to what it has: say so in
+ * the note of dstack_ctx_info and at WARN (dstack.h), not silently. */
+static void note_partitioning(dstack_ctx *ctx)
+{
+    static const char *const names[] = {"auto", "green contexts", "mps", "none"};
+    dstack_partitioning want = ctx->opts.partitioning, got = ctx->exec->device.partitioning;
+    if (want == DSTACK_PARTITION_AUTO || want == got || (unsigned)want > DSTACK_PARTITION_NONE ||
+        (unsigned)got > DSTACK_PARTITION_NONE)
+        return;
+    static const char *const backends[] = {"auto", "cpu", "cuda", "sim"};
+    size_t len = strlen(ctx->note);
+    snprintf(ctx->note + len, sizeof ctx->note - len, "%spartitioning %s unavailable on backend %s: using %s",
+             len ? "; " : "", names[want], backends[ctx->backend], names[got]);
+    ds_log(&ctx->log, DSTACK_LOG_WARN, "partitioning %s unavailable on backend %s: using %s", names[want],
+           backends[ctx->backend], names[got]);
+}
+
 /* Every policy is in the table; `ideal` needs the sim executor's ideal
  * mode (each kernel gets exactly the SMs it can use), which no real device
  * has. */
@@ -174,6 +192,8 @@ DSTACK_API dstack_status dstack_create(const dstack_options *options, dstack_ctx
     }
     if (st == DSTACK_OK)
         st = open_backend(ctx);
+    if (st == DSTACK_OK)
+        note_partitioning(ctx);
     if (st == DSTACK_OK)
         st = choose_policy(ctx);
     if (st == DSTACK_OK)

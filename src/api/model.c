@@ -243,8 +243,9 @@ static ds_latency_model *cache_lookup(const dstack_ctx *ctx, const ds_cache_key 
         return NULL;
     }
     if (oc != DS_CACHE_HIT) {
-        ds_log(lg, DSTACK_LOG_WARN, "profile cache entry for %s ignored (%s: %s); profiling again: %s", name,
-               ds_cache_outcome_name(oc), reason, path);
+        /* the reason starts with the outcome's name ("corrupt: ...") */
+        ds_log(lg, DSTACK_LOG_WARN, "profile cache entry for %s ignored (%s); profiling again: %s", name,
+               reason[0] ? reason : ds_cache_outcome_name(oc), path);
         return NULL;
     }
     ds_latency_model *m = NULL;
@@ -466,10 +467,8 @@ static dstack_status build_model(dstack_ctx *ctx, const dstack_model_desc *d, ap
     return choose_share_and_batch(ctx, d, am, content, units);
 }
 
-DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_model_desc *desc,
-                                               dstack_model **model)
+static dstack_status register_model(dstack_ctx *ctx, const dstack_model_desc *desc, dstack_model **model)
 {
-    ds_error_clear();
     if (!ctx || !desc || !model)
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "ctx, desc or model is NULL");
     dstack_model_desc d;
@@ -521,6 +520,19 @@ DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_mod
     if (st != DSTACK_OK)
         ds_api_model_free(ctx, am);
     pthread_mutex_unlock(&ctx->register_lock);
+    return st;
+}
+
+/* A failed registration is logged at ERROR (dstack.h): it is rare and slow,
+ * unlike a refused submit, whose status says it on the request path. */
+DSTACK_API dstack_status dstack_register_model(dstack_ctx *ctx, const dstack_model_desc *desc,
+                                               dstack_model **model)
+{
+    ds_error_clear();
+    dstack_status st = register_model(ctx, desc, model);
+    if (st != DSTACK_OK && ctx)
+        ds_log(ds_ctx_logger(ctx), DSTACK_LOG_ERROR, "dstack_register_model: %s: %s", dstack_strerror(st),
+               ds_error_message());
     return st;
 }
 
