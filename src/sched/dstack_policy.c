@@ -241,10 +241,13 @@ static bool place(const ds_sched_view *v, uint32_t mi, ds_sched_decision *d)
             for (uint32_t u = lo; u <= top && !units; u++)
                 if (share_fits(v, m, b, u))
                     units = u;
-            if (units || b <= planned)
+            if (units || b <= planned || len >= k)
                 break;
-            /* a batch grown for a backlog that fits no free share: smaller
-             * ones, down to the planned batch, before the model waits */
+            /* a batch grown for a backlog that fits no free share, and no
+             * run holds its planned share (the fallback below): smaller
+             * ones, down to the planned batch, before the model waits.
+             * Where the planned share is free the grown batch runs there:
+             * shrinking it too cost the bursty mix 534 -> 344 req/s. */
             b = b / 2 > planned ? b / 2 : planned;
         }
         if (!units && len >= k)
