@@ -758,6 +758,37 @@ static void test_expiry_counts_the_fastest_share(void **state)
     ds_core_destroy(c);
 }
 
+/* static_spatial never gives a model more than its share: there a request
+ * expires against L(1, share) (kept until the whole device could not make
+ * it, doomed requests ran late and cut its simulated eight-model goodput
+ * from 3200 to 1700 req/s). Model on 1 unit, L(1, 1) = 10 ms, SLO 12 ms:
+ * it expires at 2 ms, and at 2 ms + 1 ns it is reported missed. */
+static void test_static_spatial_expires_against_its_own_share(void **state)
+{
+    (void)state;
+    static sink k;
+    ds_core *c = core_into(DSTACK_POLICY_STATIC_SPATIAL, &k);
+    ds_sched_model_config mc = model_cfg(1, 1, 12000000);
+    mc.latency = lat_10ms;
+    dstack_model *m;
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &m), DSTACK_OK);
+    float in[2] = {0}, out[4];
+    dstack_buffer bi = {in, 4}, bo = {out, 8};
+    dstack_request r = req_of(&bi, &bo, 1);
+    dstack_ticket tk;
+    ds_core_start s[4];
+    uint64_t wake;
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 1); /* its one unit, busy until done */
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 0);
+    assert_true(wake >= 2000000 && wake <= 2000001);
+    assert_int_equal(ds_core_step(c, 2000001, s, 4, &wake), 0);
+    assert_int_equal(k.n, 1);
+    assert_int_equal(k.c[0].status, DSTACK_ERR_DEADLINE_MISSED);
+    ds_core_destroy(c);
+}
+
 /* A batch grown for a backlog that fits no free share is made smaller (down
  * to the planned batch) rather than leaving a free unit idle: 2 units,
  * unit 0 busy, 8 requests queued, SLO 30 ms, L(b, u) = 5 ms x b / u.
@@ -919,12 +950,14 @@ static void test_static_spatial_scales_knees_down_to_fit(void **state)
     assert_true(p->pick(st, &v, &d, &wake));
     assert_int_equal(d.model, 0);
     assert_int_equal(d.first_unit, 0);
-    assert_int_equal(d.unit_count, 7); /* 10 x 15 / 20 */
+    /* one unit each, and the other 13 in proportion to the 9 + 9 asked
+     * beyond one: 6.5 each, the half unit to the first: 8 and 7, all 15 */
+    assert_int_equal(d.unit_count, 8);
     mv[0].running = true;
-    v.units_busy = (1ull << 7) - 1;
+    v.units_busy = (1ull << 8) - 1;
     assert_true(p->pick(st, &v, &d, &wake));
     assert_int_equal(d.model, 1);
-    assert_int_equal(d.first_unit, 7);
+    assert_int_equal(d.first_unit, 8);
     assert_int_equal(d.unit_count, 7);
     p->destroy(st);
 }
@@ -985,6 +1018,7 @@ int main(void)
         cmocka_unit_test(test_dstack_serves_a_starving_wide_model_before_narrow_ones),
         cmocka_unit_test(test_dstack_places_at_the_end_of_a_run_that_reaches_the_last_unit),
         cmocka_unit_test(test_expiry_counts_the_fastest_share),
+        cmocka_unit_test(test_static_spatial_expires_against_its_own_share),
         cmocka_unit_test(test_dstack_shrinks_a_grown_batch_to_fit_a_free_unit),
         cmocka_unit_test(test_dstack_serves_a_model_without_slo_within_half_the_longest),
         cmocka_unit_test(test_dstack_far_deadline_is_not_urgent),

@@ -371,16 +371,19 @@ static void model_free(dstack_model *m)
     free(m);
 }
 
-/* The fastest a batch of one can run on any share a policy may grant (every
- * policy may give a model more than its planned share: temporal the whole
- * device, dstack spare units): a request expires only when even that run
- * would miss its deadline. 0 without a latency model. */
-static uint64_t fastest_run_ns(const ds_sched_model_config *cfg, uint32_t n_units)
+/* The fastest a batch of one can run on any share the policy may grant: a
+ * request expires only when even that run would miss its deadline. Every
+ * policy but static_spatial may give a model more than its planned share
+ * (temporal and streams the whole device, dstack spare units); under
+ * static_spatial it is the planned share at most. 0 without a latency
+ * model. */
+static uint64_t fastest_run_ns(const ds_sched_model_config *cfg, const ds_policy_ops *policy, uint32_t n_units)
 {
     uint64_t best = 0;
     if (!cfg->latency)
         return 0;
-    for (uint32_t u = 1; u <= n_units && u <= 64; u++) {
+    uint32_t top = policy->fixed_share && cfg->unit_count < n_units ? cfg->unit_count : n_units;
+    for (uint32_t u = 1; u <= top && u <= 64; u++) {
         uint64_t l = cfg->latency(cfg->latency_arg, 1, u);
         if (l > 0 && (best == 0 || l < best))
             best = l;
@@ -388,7 +391,7 @@ static uint64_t fastest_run_ns(const ds_sched_model_config *cfg, uint32_t n_unit
     return best;
 }
 
-static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap, uint32_t n_units)
+static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap, const ds_core_config *cc)
 {
     dstack_model *m = ds_calloc(1, sizeof *m);
     if (!m)
@@ -409,7 +412,7 @@ static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap,
     }
     for (uint32_t i = 0; i < cap; i++)
         m->hpos[i] = NO_POS;
-    m->min_run_ns = fastest_run_ns(cfg, n_units);
+    m->min_run_ns = fastest_run_ns(cfg, cc->policy, cc->n_units);
     return m;
 }
 
@@ -504,7 +507,7 @@ dstack_status ds_core_add_model(ds_core *c, const ds_sched_model_config *cfg, ui
     }
     if (st != DSTACK_OK)
         return st;
-    dstack_model *m = model_alloc(cfg, capacity, c->cfg.n_units);
+    dstack_model *m = model_alloc(cfg, capacity, &c->cfg);
     if (!m)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for a queue of %u requests", capacity);
     if (c->n_free > 0) {
@@ -609,6 +612,7 @@ dstack_status ds_core_model_update(ds_core *c, dstack_model *h, uint32_t batch_s
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "batch %u or units %u out of range", batch_size, unit_count);
     m->cfg.batch_size = batch_size;
     m->cfg.unit_count = unit_count;
+    m->min_run_ns = fastest_run_ns(&m->cfg, c->cfg.policy, c->cfg.n_units); /* static_spatial: the new share */
     return DSTACK_OK;
 }
 

@@ -174,23 +174,45 @@ static bool streams_pick(void *state, ds_sched_view *v, ds_sched_decision *d, ui
 /* ---- static spatial ---- */
 
 /* Home partitions: knees scaled down to fit, in model order. Recomputed on
- * every pick from the views (O(models)), so models that come and go get a
- * fresh layout; a running batch keeps its units until it ends. Scaled down,
- * every model keeps one unit and the units beyond one per model are shared
- * out in proportion to what each knee asks beyond one, so no model is left
- * without a unit while there are at least as many units as models (the
- * library refuses to register more models than units under this policy). */
+ * every pick from the views (O(models^2) at worst, models < units <= 64),
+ * so models that come and go get a fresh layout; a running batch keeps its
+ * units until it ends. Scaled down, every model keeps one unit and the
+ * units beyond one per model are shared out in proportion to what each
+ * knee asks beyond one, largest remainders first, so that all the units
+ * are used and no model is left without one while there are at least as
+ * many units as models (the library refuses to register more models than
+ * units under this policy). */
 static void static_layout(const ds_sched_view *v, uint32_t *first, uint32_t *count)
 {
     uint64_t want = 0, n = v->n_models;
     for (uint32_t i = 0; i < v->n_models; i++)
         want += v->models[i].unit_count ? v->models[i].unit_count : 1;
+    bool scaled = want > v->n_units && n < v->n_units;
+    uint64_t extra = scaled ? v->n_units - n : 0, asked = scaled ? want - n : 1, given = 0;
+    for (uint32_t i = 0; i < v->n_models; i++) {
+        uint64_t k = v->models[i].unit_count ? v->models[i].unit_count : 1;
+        count[i] = (uint32_t)(want <= v->n_units ? k : 1 + (scaled ? (k - 1) * extra / asked : 0));
+        given += count[i];
+    }
+    /* the units the floors left, one each to the largest remainders */
+    for (; scaled && given < v->n_units; given++) {
+        uint32_t best = UINT32_MAX;
+        uint64_t best_rem = 0;
+        for (uint32_t i = 0; i < v->n_models; i++) {
+            uint64_t k = v->models[i].unit_count ? v->models[i].unit_count : 1;
+            uint64_t rem = (k - 1) * extra % asked;
+            if (count[i] == 1 + (k - 1) * extra / asked && (best == UINT32_MAX || rem > best_rem)) {
+                best = i;
+                best_rem = rem;
+            }
+        }
+        if (best == UINT32_MAX)
+            break;
+        count[best]++;
+    }
     uint32_t next = 0;
     for (uint32_t i = 0; i < v->n_models; i++) {
-        uint32_t k = v->models[i].unit_count ? v->models[i].unit_count : 1;
-        uint32_t u = k;
-        if (want > v->n_units)
-            u = n < v->n_units ? 1 + (uint32_t)((uint64_t)(k - 1) * (v->n_units - n) / (want - n)) : 1;
+        uint32_t u = count[i];
         if (next + u > v->n_units)
             u = next < v->n_units ? v->n_units - next : 0;
         first[i] = next;
@@ -250,7 +272,7 @@ void ds_dstack_destroy(void *state);
 static const ds_policy_ops policy_table[] = {
     {"temporal", DSTACK_POLICY_TEMPORAL, false, NULL, NULL, temporal_pick},
     {"streams", DSTACK_POLICY_STREAMS, true, NULL, NULL, streams_pick},
-    {"static_spatial", DSTACK_POLICY_STATIC_SPATIAL, false, static_create, static_destroy, static_pick, true},
+    {"static_spatial", DSTACK_POLICY_STATIC_SPATIAL, false, static_create, static_destroy, static_pick, true, true},
     {"ideal", DSTACK_POLICY_IDEAL, true, NULL, NULL, streams_pick},
     {"dstack", DSTACK_POLICY_DSTACK, false, ds_dstack_create, ds_dstack_destroy, ds_dstack_pick, true},
 };

@@ -92,6 +92,12 @@ typedef struct ds_policy_ops {
      * and it runs on green-context partitions where the others take the
      * whole device as it is. */
     bool partial_shares;
+    /* true: a model never runs on more units than its planned share
+     * (static_spatial); false: it may get up to the whole device (temporal
+     * and streams always, dstack when units are spare). The core expires a
+     * request when even the fastest share the policy may give cannot make
+     * its deadline. */
+    bool fixed_share;
 } ds_policy_ops;
 
 /* The table entry for `policy`, or NULL if it is not implemented. */
