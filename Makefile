@@ -64,6 +64,9 @@ CORE_OBJ := $(CORE_C_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
 SONAME := libdstack.so.$(VERSION_MAJOR)
 SHARED := $(LIBOUT)/libdstack.so.$(VERSION)
 STATIC := $(LIBOUT)/libdstack.a
+# The same objects as plain members, internal names global: for the unit
+# tests, the bench tools and the fuzz harnesses, which call ds_* directly.
+INTERNAL := $(BUILD)/libdstack-internal.a
 
 ifeq ($(WITH_CUDA),1)
 CPPFLAGS_ALL += -I$(CUDA_HOME)/include
@@ -87,7 +90,7 @@ CUDA_MODULE :=
 endif
 OBJ := $(sort $(SHARED_OBJ) $(STATIC_OBJ))
 
-# Unit tests (tests/test_*.c) link the static library and may use internal
+# Unit tests (tests/test_*.c) link the internal archive and may use internal
 # headers; integration tests (tests/api_*.c) link the shared library and see
 # only include/dstack.h, as a user would.
 UNIT_SRC := $(sort $(wildcard tests/test_*.c))
@@ -129,8 +132,17 @@ $(SHARED): $(SHARED_OBJ)
 	ln -sf libdstack.so.$(VERSION) $(LIBOUT)/$(SONAME)
 	ln -sf $(SONAME) $(LIBOUT)/libdstack.so
 
+# One relocatable object with every hidden (internal) symbol made local, so
+# libdstack.a defines only the dstack_* API, like libdstack.so: a program's
+# own ds_* or protobuf-c onnx__* names do not clash with ours.
 $(STATIC): $(STATIC_OBJ)
 	@mkdir -p $(LIBOUT)
+	rm -f $@ $(BUILD)/libdstack-static.o
+	ld -r -o $(BUILD)/libdstack-static.o $(STATIC_OBJ)
+	objcopy --localize-hidden --localize-symbol=ds_cuda_module_open $(BUILD)/libdstack-static.o
+	ar rcs $@ $(BUILD)/libdstack-static.o
+
+$(INTERNAL): $(STATIC_OBJ)
 	rm -f $@
 	ar rcs $@ $(STATIC_OBJ)
 
@@ -145,9 +157,9 @@ $(CUDA_MODULE): $(CUDA_OBJ) $(CORE_ARCHIVE) tools/cuda_module.map
 	    $(SAN) -pthread -o $@ $(CUDA_OBJ) $(CORE_ARCHIVE) $(CUDA_LIBS) $(CORE_LIBS)
 	ln -sf libdstack-cuda.so.$(VERSION) $(LIBOUT)/$(CUDA_SONAME)
 
-$(BUILD)/tests/test_%: tests/test_%.c $(STATIC) $(wildcard tests/*.h)
+$(BUILD)/tests/test_%: tests/test_%.c $(INTERNAL) $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) $(TEST_LIBS)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(INTERNAL) $(TEST_LIBS)
 
 $(BUILD)/tests/api_%: tests/api_%.c $(SHARED) $(CUDA_MODULE) $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
@@ -167,7 +179,7 @@ $(BUILD)/examples/%: examples/%.c $(SHARED) $(CUDA_MODULE)
 examples: $(EXAMPLE_BIN)
 
 TEST_BINS := $(UNIT_BIN) $(API_BIN) $(if $(wildcard tests/onnx_conformance.c),$(CONFORMANCE))
-check test: lib $(TEST_BINS) $(EXAMPLE_BIN) $(BUILD)/bench/sched_compare
+check test: lib $(INTERNAL) $(TEST_BINS) $(EXAMPLE_BIN) $(BUILD)/bench/sched_compare
 	@BUILD=$(BUILD) LIBOUT=$(LIBOUT) CONFORMANCE=$(CONFORMANCE) SANITIZED=$(if $(SAN),1,) sh tools/run_tests.sh $(UNIT_BIN) $(API_BIN)
 
 sanitize:
@@ -209,10 +221,10 @@ ONNX_NODE_DATA ?= /usr/share/libonnx-testdata/data/node
 
 fuzz-build:
 	$(MAKE) BUILD=build/fuzz LIBOUT=build/fuzz/lib CC=$(FUZZ_CC) WITH_CUDA=0 OPT="-O1 -g" \
-	    SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" build/fuzz/lib/libdstack.a
+	    SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" build/fuzz/libdstack-internal.a
 	for f in $(FUZZERS); do \
 	    $(FUZZ_CC) -Iinclude -std=c11 -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer -o build/fuzz/fuzz_$$f \
-	        tests/fuzz/fuzz_$$f.c build/fuzz/lib/libdstack.a -lprotobuf-c -lpthread -lm -ldl || exit 1; \
+	        tests/fuzz/fuzz_$$f.c build/fuzz/libdstack-internal.a -lprotobuf-c -lpthread -lm -ldl || exit 1; \
 	done
 	mkdir -p build/fuzz/corpus/onnx build/fuzz/corpus/requests
 	cp tests/data/tiny_cnn.onnx build/fuzz/corpus/onnx/
@@ -273,13 +285,13 @@ clean:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
-# Bench tools: bench/<name>.c -> $(BUILD)/bench/<name>, against the static
-# library and its internal headers (make bench builds and runs them).
+# Bench tools: bench/<name>.c -> $(BUILD)/bench/<name>, against the internal
+# archive and headers (make bench builds and runs them).
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-$(BUILD)/bench/%: bench/%.c $(STATIC)
+$(BUILD)/bench/%: bench/%.c $(INTERNAL)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(STATIC) $(LIBS)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(INTERNAL) $(LIBS)
 bench-tools: $(BENCH_BIN)
 bench: bench-tools
 

@@ -49,9 +49,9 @@ $(TRITON_OUT)/test_triton_backend: tests/triton/test_triton_backend.c $(TRITON_S
 
 # Writes zoo models as ONNX files for the server test (the exporter is
 # internal to the library, so this links the static library).
-$(TRITON_EXPORT): tests/python/dstack_export.c $(STATIC)
+$(TRITON_EXPORT): tests/python/dstack_export.c $(INTERNAL)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_ALL) -std=c11 $(OPT) $(SAN) -o $@ $< $(STATIC) $(LIBS)
+	$(CC) $(CPPFLAGS_ALL) -std=c11 $(OPT) $(SAN) -o $@ $< $(INTERNAL) $(LIBS)
 
 triton-check: triton
 	BUILD=$(BUILD) LIBOUT=$(LIBOUT) sh tests/triton/run.sh

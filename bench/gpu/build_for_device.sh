@@ -5,12 +5,12 @@
 #   sh bench/gpu/build_for_device.sh      (from the repository root)
 set -e
 B=${B:-/tmp/b-gpu-dev}
-make BUILD=$B LIBOUT=$B/lib lib -j2 >/dev/null
+make BUILD=$B LIBOUT=$B/lib lib $B/libdstack-internal.a -j2 >/dev/null
 rm -rf .carry && mkdir -p .carry/lib .carry/bin
 cp -a $B/lib/libdstack.so* $B/lib/libdstack-cuda.so* .carry/lib/
 cp -a /usr/lib/x86_64-linux-gnu/libprotobuf-c.so.1* /usr/lib/x86_64-linux-gnu/libcmocka.so.0* .carry/lib/
 cc -std=c11 -O2 -Wall -Wextra -Wshadow -D_GNU_SOURCE -Iinclude -Isrc -I$B/gen -I/usr/local/cuda/include \
-   -DDS_WITH_CUDA=1 -pthread bench/gpu/gpu_bench.c $B/lib/libdstack.a -o .carry/bin/gpu_bench \
+   -DDS_WITH_CUDA=1 -pthread bench/gpu/gpu_bench.c $B/libdstack-internal.a -o .carry/bin/gpu_bench \
    -lprotobuf-c -lm -ldl -L/usr/local/cuda/lib64 -lcudnn -lcublas -lcudart -lstdc++
 for t in test_gpu_partition test_cuda_plan; do
   [ -f tests/$t.c ] && make BUILD=$B LIBOUT=$B/lib $B/tests/$t >/dev/null && cp $B/tests/$t .carry/bin/

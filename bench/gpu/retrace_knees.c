@@ -11,7 +11,7 @@
  * corrected trace knee, by knee.h's definition.
  *
  *   cc -std=c11 -O2 -D_GNU_SOURCE -Iinclude -Isrc -o /tmp/retrace_knees \
- *      bench/gpu/retrace_knees.c lib/libdstack.a -lprotobuf-c -lm -lpthread -ldl \
+ *      bench/gpu/retrace_knees.c build/libdstack-internal.a -lprotobuf-c -lm -lpthread -ldl \
  *      -L/usr/local/cuda/lib64 -lcudnn -lcublas -lcudart -lstdc++
  *   /tmp/retrace_knees bench/results/gpu-h200/knee_curve-resnet50-cuda.csv \
  *                      bench/results/gpu-h200/knee_resnet50.txt

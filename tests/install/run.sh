@@ -60,3 +60,40 @@ if $CC "$work/app.c" $(pkg-config --cflags dstack) $(pkg-config --variable=stati
 else
     fail "static link or run"; cat "$work/cc.log"
 fi
+# a program with names of its own that the library uses inside (ds_log,
+# protobuf-c's onnx__*) links against the static library, and the library
+# still calls its own: the program's ds_log is never called by it
+cat > "$work/clash.c" <<'C'
+#include <dstack.h>
+#include <stdio.h>
+static int own_calls, lib_messages;
+void ds_log(void);
+void ds_log(void) { own_calls++; }
+int onnx__model_proto__init;
+static void sink(void *user, dstack_log_level level, const char *msg)
+{
+    (void)user; (void)level; (void)msg;
+    lib_messages++;
+}
+int main(void)
+{
+    dstack_options o;
+    dstack_options_init(&o);
+    o.backend = DSTACK_BACKEND_SIM;
+    o.log_fn = sink;
+    o.log_level = DSTACK_LOG_INFO;
+    dstack_ctx *ctx;
+    if (dstack_create(&o, &ctx) != DSTACK_OK)
+        return 1;
+    dstack_destroy(ctx);
+    onnx__model_proto__init = 1;
+    printf("library log messages %d, calls of the program's ds_log %d\n", lib_messages, own_calls);
+    return lib_messages > 0 && own_calls == 0 ? 0 : 1;
+}
+C
+if $CC "$work/clash.c" $(pkg-config --cflags dstack) $(pkg-config --variable=static_libs dstack) \
+        -o "$work/clash" 2>"$work/cc.log" && out=$("$work/clash" 2>&1); then
+    pass "static: a program defining ds_log and onnx__model_proto__init links, and the library keeps its own: $out"
+else
+    fail "static: a program defining ds_log and onnx__model_proto__init: ${out:-does not link}"; cat "$work/cc.log"
+fi

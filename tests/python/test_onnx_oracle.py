@@ -14,7 +14,8 @@ DSTACK_ORACLE_IMAGE_SIZE says otherwise):
       the element-wise figure over elements with |ort| > 1e-3 max is printed
       too).
 One line per check starting with PASS or FAIL; exit status 1 on any FAIL.
-Environment: LIBOUT (default lib) holds libdstack.so and libdstack.a.
+Environment: LIBOUT (default lib) holds libdstack.so; BUILD (default build)
+holds libdstack-internal.a, which the export tool links.
 """
 import os
 import shutil
@@ -65,12 +66,21 @@ def reexec_under_asan(libout):
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
+def internal_archive():
+    """The archive whose internal names (ds_*) stay global: BUILD (default
+    build)/libdstack-internal.a; lib/libdstack.a defines only dstack_*."""
+    build = os.environ.get("BUILD", "build")
+    if not os.path.isabs(build):
+        build = os.path.join(ROOT, build)
+    return os.path.join(build, "libdstack-internal.a")
+
+
 def build_export_tool(libout, workdir):
     exe = os.path.join(workdir, "dstack_export")
     cc = os.environ.get("CC", "cc")
     base = [cc, "-std=c11", "-O1", "-I" + os.path.join(ROOT, "include"),
             "-I" + os.path.join(ROOT, "src"), os.path.join(HERE, "dstack_export.c"),
-            os.path.join(libout, "libdstack.a"), "-o", exe]
+            internal_archive(), "-o", exe]
     libs = ["-lprotobuf-c", "-lpthread", "-lm", "-ldl"]
     cuda = os.environ.get("CUDA_HOME", "/usr/local/cuda")
     cuda_libs = ["-L" + cuda + "/lib64", "-Wl,-rpath," + cuda + "/lib64", "-lcudnn", "-lcublas",
