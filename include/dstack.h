@@ -438,7 +438,8 @@ typedef struct dstack_completion {
  * one, < 0 waits until one arrives or the context shuts down.
  * Returns OK (with *n_out possibly 0 after a timeout), SHUTTING_DOWN once
  * the context is shut down and every completion has been taken,
- * INVALID_ARGUMENT. Thread-safe: several threads may poll; each completion
+ * INVALID_ARGUMENT; on failure *n_out is left as it was, as every output
+ * (so a loop that stops at SHUTTING_DOWN must not read it then). Thread-safe: several threads may poll; each completion
  * goes to exactly one of them. */
 DSTACK_API dstack_status dstack_poll(dstack_ctx *ctx, dstack_completion *out, size_t max,
                                      int64_t timeout_us, size_t *n_out);
