@@ -19,7 +19,8 @@
 # own, lib/libdstack-cuda.so.MAJOR, linked against cuDNN/cuBLAS/cudart and
 # opened by libdstack.so only when a context wants cuda (src/exec/cuda_module.h);
 # libdstack.so links no CUDA library. libdstack.a holds the cuda objects
-# themselves: static programs link the CUDA libraries (pkg-config --static).
+# themselves: static programs link the CUDA libraries (the static_libs
+# variable of dstack.pc names libdstack.a and them).
 # Every other folder under src/ goes into libdstack.so and libdstack.a.
 
 VERSION_MAJOR := $(shell sed -n 's/^\#define DSTACK_VERSION_MAJOR \([0-9]*\)/\1/p' include/dstack.h)
@@ -50,7 +51,11 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointe
         -Wno-missing-field-initializers
 CPPFLAGS_ALL := -Iinclude -Isrc -I$(BUILD)/gen -DDSTACK_BUILDING_LIBRARY -D_GNU_SOURCE \
                 -DDS_WITH_CUDA=$(WITH_CUDA)
-CFLAGS_ALL := -std=c11 $(OPT) $(WARN) -fPIC -fvisibility=hidden -pthread $(SAN) $(CFLAGS)
+# -fno-lto last: libdstack.a is one `ld -r` object whose internal symbols
+# objcopy makes local, and LTO objects keep theirs in IR objcopy cannot see
+# (a distribution's -flto in CFLAGS left ds_* global and broke the link).
+CFLAGS_ALL := -std=c11 $(OPT) $(WARN) -fPIC -fvisibility=hidden -pthread $(SAN) $(CFLAGS) -fno-lto
+OBJCOPY ?= objcopy
 CORE_LIBS := -lprotobuf-c -lpthread -lm -ldl
 LIBS := $(CORE_LIBS)
 
@@ -138,8 +143,8 @@ $(SHARED): $(SHARED_OBJ)
 $(STATIC): $(STATIC_OBJ)
 	@mkdir -p $(LIBOUT)
 	rm -f $@ $(BUILD)/libdstack-static.o
-	ld -r -o $(BUILD)/libdstack-static.o $(STATIC_OBJ)
-	objcopy --localize-hidden --localize-symbol=ds_cuda_module_open $(BUILD)/libdstack-static.o
+	$(LD) -r -o $(BUILD)/libdstack-static.o $(STATIC_OBJ)
+	$(OBJCOPY) --localize-hidden --localize-symbol=ds_cuda_module_open $(BUILD)/libdstack-static.o
 	ar rcs $@ $(BUILD)/libdstack-static.o
 
 $(INTERNAL): $(STATIC_OBJ)

@@ -787,6 +787,26 @@ static void test_static_spatial_expires_against_its_own_share(void **state)
     assert_int_equal(k.n, 1);
     assert_int_equal(k.c[0].status, DSTACK_ERR_DEADLINE_MISSED);
     ds_core_destroy(c);
+    /* knees scaled down: two models planned on 4 units each share 4, 2
+     * each, so the fastest run is L(1, 2) = 5 ms, not L(1, 4): expiry at
+     * 7 ms; and once the other model goes, its home is all 4 units */
+    c = core_into(DSTACK_POLICY_STATIC_SPATIAL, &k);
+    mc = model_cfg(1, 4, 12000000);
+    mc.latency = lat_10ms;
+    dstack_model *other;
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &m), DSTACK_OK);
+    assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &other), DSTACK_OK);
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 1);
+    assert_int_equal(s[0].unit_count, 2);
+    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 0);
+    assert_true(wake >= 7000000 && wake <= 7000001);
+    bool running;
+    assert_int_equal(ds_core_remove_model(c, other, 0, &running), DSTACK_OK);
+    assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 0);
+    assert_true(wake >= 9500000 && wake <= 9500001);
+    ds_core_destroy(c);
 }
 
 /* A batch grown for a backlog that fits no free share is made smaller (down

@@ -73,6 +73,27 @@ static int load_green_api(ds_green_api *a) {
     return ok;
 }
 
+/* May the remainder of the split join the last unit's ranges? The driver
+ * takes resources of one split (results and remainder) in one descriptor
+ * (cuDevResourceGenerateDesc, CUDA 12.4+); whether a green context made of
+ * it really holds them is asked once here: made, read back (the last
+ * unit's SMs and the remainder's) and destroyed. Where anything says no,
+ * only the range of every unit (the whole device) has them. */
+static int tail_takes_remainder(ds_gpu *g) {
+    unsigned n = g->info.n_units;
+    CUdevResource tail[2] = {g->units[n - 1], g->rem};
+    CUdevResourceDesc desc;
+    if (g->api.generate_desc(&desc, tail, 2) != CUDA_SUCCESS) return 0;
+    CUgreenCtx gc = NULL;
+    if (g->api.green_create(&gc, desc, g->cu_device, CU_GREEN_CTX_DEFAULT_STREAM) != CUDA_SUCCESS) return 0;
+    CUdevResource back;
+    memset(&back, 0, sizeof back);
+    int ok = g->api.green_get_dev_resource(gc, &back, CU_DEV_RESOURCE_TYPE_SM) == CUDA_SUCCESS &&
+             back.sm.smCount > g->units[n - 1].sm.smCount;
+    g->api.green_destroy(gc);
+    return ok;
+}
+
 /* Split the SM resource into units of the minimum size. 0 on failure. */
 static int split_units(ds_gpu *g) {
     CUdevResource res;
@@ -90,14 +111,7 @@ static int split_units(ds_gpu *g) {
     g->info.n_units = n;
     g->info.leftover_sms = rem.sm.smCount;
     g->rem = rem;
-    /* The remainder may join the last unit's ranges: the driver takes
-     * resources of one split (results and remainder) in one descriptor
-     * (cuDevResourceGenerateDesc, CUDA 12.4+). Ask it once; where it says
-     * no, only the range of every unit (the whole device) has them. */
-    CUdevResource tail[2] = {g->units[n - 1], rem};
-    CUdevResourceDesc desc;
-    g->info.tail_leftover = n > 1 && rem.sm.smCount > 0 &&
-                            g->api.generate_desc(&desc, tail, 2) == CUDA_SUCCESS;
+    g->info.tail_leftover = n > 1 && rem.sm.smCount > 0 && tail_takes_remainder(g);
     return 1;
 }
 
@@ -206,17 +220,19 @@ static dstack_status part_make_stream(ds_gpu *g, ds_gpu_part *p) {
     memcpy(res, &g->units[p->first_unit], n_res * sizeof res[0]);
     if (g->info.tail_leftover && p->first_unit + p->unit_count == g->info.n_units) res[n_res++] = g->rem;
     CUdevResourceDesc desc;
-    CUresult r = g->api.generate_desc(&desc, res, n_res);
-    if (r != CUDA_SUCCESS)
-        return ds_fail(DSTACK_ERR_DEVICE, "cuDevResourceGenerateDesc(units %u+%u%s) failed: %d",
-                       p->first_unit, p->unit_count, n_res > p->unit_count ? " and the remainder" : "",
-                       (int)r);
     CUgreenCtx gc = NULL;
-    r = g->api.green_create(&gc, desc, g->cu_device, CU_GREEN_CTX_DEFAULT_STREAM);
+    CUresult r = g->api.generate_desc(&desc, res, n_res);
+    if (r == CUDA_SUCCESS) r = g->api.green_create(&gc, desc, g->cu_device, CU_GREEN_CTX_DEFAULT_STREAM);
+    if (r != CUDA_SUCCESS && n_res > p->unit_count) {
+        /* the remainder was taken at open but not for this range: the
+         * units alone (the SMs read back below say what it holds) */
+        n_res = p->unit_count;
+        r = g->api.generate_desc(&desc, res, n_res);
+        if (r == CUDA_SUCCESS) r = g->api.green_create(&gc, desc, g->cu_device, CU_GREEN_CTX_DEFAULT_STREAM);
+    }
     if (r != CUDA_SUCCESS)
-        return ds_fail(DSTACK_ERR_DEVICE, "cuGreenCtxCreate(units %u+%u%s) failed: %d",
-                       p->first_unit, p->unit_count, n_res > p->unit_count ? " and the remainder" : "",
-                       (int)r);
+        return ds_fail(DSTACK_ERR_DEVICE, "green context for units %u+%u failed: %d", p->first_unit,
+                       p->unit_count, (int)r);
     p->green_ctx = gc;
     CUstream s = NULL;
     r = g->api.green_stream_create(&s, gc, CU_STREAM_NON_BLOCKING, 0);

@@ -371,18 +371,17 @@ static void model_free(dstack_model *m)
     free(m);
 }
 
-/* The fastest a batch of one can run on any share the policy may grant: a
- * request expires only when even that run would miss its deadline. Every
- * policy but static_spatial may give a model more than its planned share
- * (temporal and streams the whole device, dstack spare units); under
- * static_spatial it is the planned share at most. 0 without a latency
- * model. */
-static uint64_t fastest_run_ns(const ds_sched_model_config *cfg, const ds_policy_ops *policy, uint32_t n_units)
+/* The fastest a batch of one can run on up to `top` units, the most the
+ * policy may grant the model: a request expires only when even that run
+ * would miss its deadline. Every policy but static_spatial may give a
+ * model the whole device (temporal and streams always, dstack spare
+ * units); static_spatial its home partition (policy.h max_units,
+ * refresh_max_units below). 0 without a latency model. */
+static uint64_t fastest_run_ns(const ds_sched_model_config *cfg, uint32_t top)
 {
     uint64_t best = 0;
     if (!cfg->latency)
         return 0;
-    uint32_t top = policy->fixed_share && cfg->unit_count < n_units ? cfg->unit_count : n_units;
     for (uint32_t u = 1; u <= top && u <= 64; u++) {
         uint64_t l = cfg->latency(cfg->latency_arg, 1, u);
         if (l > 0 && (best == 0 || l < best))
@@ -391,7 +390,28 @@ static uint64_t fastest_run_ns(const ds_sched_model_config *cfg, const ds_policy
     return best;
 }
 
-static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap, const ds_core_config *cc)
+/* Under a policy that keeps models to home partitions (static_spatial),
+ * the fastest run of every live model is on its home partition, whose size
+ * depends on all the live models: recomputed whenever one comes, goes or
+ * is re-planned. Such a policy has at most one live model per unit. */
+static void refresh_max_units(ds_core *c)
+{
+    if (!c->cfg.policy->max_units)
+        return;
+    uint32_t knees[DS_CORE_MAX_UNITS] = {0}, top[DS_CORE_MAX_UNITS] = {0};
+    dstack_model *live[DS_CORE_MAX_UNITS];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < c->n_models && n < DS_CORE_MAX_UNITS; i++)
+        if (c->models[i]->state == MODEL_LIVE) {
+            live[n] = c->models[i];
+            knees[n++] = c->models[i]->cfg.unit_count;
+        }
+    c->cfg.policy->max_units(knees, n, c->cfg.n_units, top);
+    for (uint32_t i = 0; i < n; i++)
+        live[i]->min_run_ns = fastest_run_ns(&live[i]->cfg, top[i] ? top[i] : 1);
+}
+
+static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap, uint32_t n_units)
 {
     dstack_model *m = ds_calloc(1, sizeof *m);
     if (!m)
@@ -412,7 +432,7 @@ static dstack_model *model_alloc(const ds_sched_model_config *cfg, uint32_t cap,
     }
     for (uint32_t i = 0; i < cap; i++)
         m->hpos[i] = NO_POS;
-    m->min_run_ns = fastest_run_ns(cfg, cc->policy, cc->n_units);
+    m->min_run_ns = fastest_run_ns(cfg, n_units);
     return m;
 }
 
@@ -507,7 +527,7 @@ dstack_status ds_core_add_model(ds_core *c, const ds_sched_model_config *cfg, ui
     }
     if (st != DSTACK_OK)
         return st;
-    dstack_model *m = model_alloc(cfg, capacity, &c->cfg);
+    dstack_model *m = model_alloc(cfg, capacity, c->cfg.n_units);
     if (!m)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for a queue of %u requests", capacity);
     if (c->n_free > 0) {
@@ -522,6 +542,7 @@ dstack_status ds_core_add_model(ds_core *c, const ds_sched_model_config *cfg, ui
     m->registered_ns = now;
     ds_rate_init(&m->rate, now, 0, 0);
     c->models[c->n_models++] = m;
+    refresh_max_units(c);
     *out = handle_of(m);
     return DSTACK_OK;
 }
@@ -540,6 +561,7 @@ dstack_status ds_core_remove_model(ds_core *c, dstack_model *h, uint64_t now, bo
         return not_live(m);
     m->state = MODEL_REMOVING;
     cancel_queue(c, m, now);
+    refresh_max_units(c);
     *running = m->running;
     return DSTACK_OK;
 }
@@ -612,7 +634,7 @@ dstack_status ds_core_model_update(ds_core *c, dstack_model *h, uint32_t batch_s
         return ds_fail(DSTACK_ERR_INVALID_ARGUMENT, "batch %u or units %u out of range", batch_size, unit_count);
     m->cfg.batch_size = batch_size;
     m->cfg.unit_count = unit_count;
-    m->min_run_ns = fastest_run_ns(&m->cfg, c->cfg.policy, c->cfg.n_units); /* static_spatial: the new share */
+    refresh_max_units(c);
     return DSTACK_OK;
 }
 

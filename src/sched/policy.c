@@ -182,24 +182,24 @@ static bool streams_pick(void *state, ds_sched_view *v, ds_sched_decision *d, ui
  * are used and no model is left without one while there are at least as
  * many units as models (the library refuses to register more models than
  * units under this policy). */
-static void static_layout(const ds_sched_view *v, uint32_t *first, uint32_t *count)
+void ds_static_counts(const uint32_t *knees, uint32_t n_models, uint32_t n_units, uint32_t *count)
 {
-    uint64_t want = 0, n = v->n_models;
-    for (uint32_t i = 0; i < v->n_models; i++)
-        want += v->models[i].unit_count ? v->models[i].unit_count : 1;
-    bool scaled = want > v->n_units && n < v->n_units;
-    uint64_t extra = scaled ? v->n_units - n : 0, asked = scaled ? want - n : 1, given = 0;
-    for (uint32_t i = 0; i < v->n_models; i++) {
-        uint64_t k = v->models[i].unit_count ? v->models[i].unit_count : 1;
-        count[i] = (uint32_t)(want <= v->n_units ? k : 1 + (scaled ? (k - 1) * extra / asked : 0));
+    uint64_t want = 0, n = n_models;
+    for (uint32_t i = 0; i < n_models; i++)
+        want += knees[i] ? knees[i] : 1;
+    bool scaled = want > n_units && n < n_units;
+    uint64_t extra = scaled ? n_units - n : 0, asked = scaled ? want - n : 1, given = 0;
+    for (uint32_t i = 0; i < n_models; i++) {
+        uint64_t k = knees[i] ? knees[i] : 1;
+        count[i] = (uint32_t)(want <= n_units ? k : 1 + (scaled ? (k - 1) * extra / asked : 0));
         given += count[i];
     }
     /* the units the floors left, one each to the largest remainders */
-    for (; scaled && given < v->n_units; given++) {
+    for (; scaled && given < n_units; given++) {
         uint32_t best = UINT32_MAX;
         uint64_t best_rem = 0;
-        for (uint32_t i = 0; i < v->n_models; i++) {
-            uint64_t k = v->models[i].unit_count ? v->models[i].unit_count : 1;
+        for (uint32_t i = 0; i < n_models; i++) {
+            uint64_t k = knees[i] ? knees[i] : 1;
             uint64_t rem = (k - 1) * extra % asked;
             if (count[i] == 1 + (k - 1) * extra / asked && (best == UINT32_MAX || rem > best_rem)) {
                 best = i;
@@ -210,14 +210,22 @@ static void static_layout(const ds_sched_view *v, uint32_t *first, uint32_t *cou
             break;
         count[best]++;
     }
+    uint32_t next = 0; /* more models than units: the last ones get none */
+    for (uint32_t i = 0; i < n_models; i++) {
+        if (next + count[i] > n_units)
+            count[i] = next < n_units ? n_units - next : 0;
+        next += count[i];
+    }
+}
+
+static void static_layout(const uint32_t *knees, uint32_t n_models, uint32_t n_units, uint32_t *first,
+                          uint32_t *count)
+{
+    ds_static_counts(knees, n_models, n_units, count);
     uint32_t next = 0;
-    for (uint32_t i = 0; i < v->n_models; i++) {
-        uint32_t u = count[i];
-        if (next + u > v->n_units)
-            u = next < v->n_units ? v->n_units - next : 0;
+    for (uint32_t i = 0; i < n_models; i++) {
         first[i] = next;
-        count[i] = u;
-        next += u;
+        next += count[i];
     }
 }
 
@@ -241,14 +249,16 @@ static bool static_pick(void *state, ds_sched_view *v, ds_sched_decision *d, uin
     static_state *s = state;
     *wake = 0;
     if (v->n_models > s->cap) {
-        uint32_t *buf = ds_realloc(s->buf, 2 * (size_t)v->n_models * sizeof *buf);
+        uint32_t *buf = ds_realloc(s->buf, 3 * (size_t)v->n_models * sizeof *buf);
         if (!buf)
             return false;
         s->buf = buf;
         s->cap = v->n_models;
     }
-    uint32_t *first = s->buf, *count = s->buf + v->n_models;
-    static_layout(v, first, count);
+    uint32_t *first = s->buf, *count = s->buf + v->n_models, *knees = s->buf + 2 * (size_t)v->n_models;
+    for (uint32_t i = 0; i < v->n_models; i++)
+        knees[i] = v->models[i].unit_count;
+    static_layout(knees, v->n_models, v->n_units, first, count);
     bool found = false;
     for (uint32_t i = 0; i < v->n_models && !found; i++) {
         const ds_sched_model_view *m = &v->models[i];
@@ -272,7 +282,8 @@ void ds_dstack_destroy(void *state);
 static const ds_policy_ops policy_table[] = {
     {"temporal", DSTACK_POLICY_TEMPORAL, false, NULL, NULL, temporal_pick},
     {"streams", DSTACK_POLICY_STREAMS, true, NULL, NULL, streams_pick},
-    {"static_spatial", DSTACK_POLICY_STATIC_SPATIAL, false, static_create, static_destroy, static_pick, true, true},
+    {"static_spatial", DSTACK_POLICY_STATIC_SPATIAL, false, static_create, static_destroy, static_pick, true,
+     ds_static_counts},
     {"ideal", DSTACK_POLICY_IDEAL, true, NULL, NULL, streams_pick},
     {"dstack", DSTACK_POLICY_DSTACK, false, ds_dstack_create, ds_dstack_destroy, ds_dstack_pick, true},
 };

@@ -92,13 +92,19 @@ typedef struct ds_policy_ops {
      * and it runs on green-context partitions where the others take the
      * whole device as it is. */
     bool partial_shares;
-    /* true: a model never runs on more units than its planned share
-     * (static_spatial); false: it may get up to the whole device (temporal
-     * and streams always, dstack when units are spare). The core expires a
+    /* The most units each of n live models (in view order, planned shares
+     * `knees`) can ever get, into out[0..n): static_spatial's home
+     * partitions. NULL: any model may get the whole device (temporal and
+     * streams always, dstack when units are spare). The core expires a
      * request when even the fastest share the policy may give cannot make
-     * its deadline. */
-    bool fixed_share;
+     * its deadline, and re-asks whenever a model comes, goes or is
+     * re-planned. */
+    void (*max_units)(const uint32_t *knees, uint32_t n, uint32_t n_units, uint32_t *out);
 } ds_policy_ops;
+
+/* static_spatial's home partition sizes (its max_units): knees scaled down
+ * to fit, every model at least one unit while n <= n_units (0 beyond). */
+void ds_static_counts(const uint32_t *knees, uint32_t n, uint32_t n_units, uint32_t *count);
 
 /* The table entry for `policy`, or NULL if it is not implemented. */
 const ds_policy_ops *ds_policy_find(dstack_policy policy);

@@ -2,7 +2,7 @@
  *
  * Green contexts split a Hopper GPU into units of 8 SMs inside its GPCs:
  * 15 units and 12 SMs that no unit holds on a 132-SM H100 or H200
- * (GPU-NOTES.md). A range of fewer than all units is a green context of
+ * (../shared/GPU-NOTES.md, docs/DESIGN-NOTES.md). A range of fewer than all units is a green context of
  * units x unit_sms SMs. Under green contexts the range of every unit is
  * the whole device: while a batch holds every unit nothing else runs, so it
  * runs on an ordinary stream with all sm_count SMs, the 12 left over
@@ -12,7 +12,7 @@
  * less than the device's sm_count).
  * The SMs left over also join the last unit where the device allows it
  * (`tail`: the split's remainder and the last units make one green-context
- * descriptor, GPU-NOTES): a range that ends at the last unit holds them, so
+ * descriptor, cuDevResourceGenerateDesc): a range that ends at the last unit holds them, so
  * they work whenever the last unit does, not only while one batch holds
  * every unit. The latency tables and knee curves measure the ranges that
  * start at unit 0 (ds_units_range_sms), so a share placed at the end runs

@@ -4,8 +4,8 @@
  *   dstack_export --sizes      sizes of the public structs and offsets of their
  *                              last fields, for ctypes checks
  *
- * Built by tests/python/test_onnx_oracle.py against lib/libdstack.a (the
- * exporter is internal, so the shared library does not export it).
+ * Built by tests/python/test_onnx_oracle.py against build/libdstack-internal.a
+ * (the exporter is internal: neither libdstack.so nor libdstack.a export it).
  */
 #include <stddef.h>
 #include <stdio.h>

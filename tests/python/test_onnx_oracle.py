@@ -3,7 +3,7 @@
 For each zoo model (resnet18, mobilenet_v2, squeezenet1_1 at 224x224 unless
 DSTACK_ORACLE_IMAGE_SIZE says otherwise):
   (a) write it as ONNX with ds_onnx_export (through the small C tool
-      tests/python/dstack_export.c, built here against lib/libdstack.a) and
+      tests/python/dstack_export.c, built here against build/libdstack-internal.a) and
       check it with onnx.checker (full_check: types and shapes infer),
   (b) register the zoo model and the exported file through the public API
       (ctypes on lib/libdstack.so, cpu backend) and check the two give

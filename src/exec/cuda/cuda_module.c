@@ -1,6 +1,7 @@
 /* cuda_module.c - the entry point of libdstack-cuda.so (see
- * exec/cuda_module.h). In libdstack.a this object is never pulled in:
- * nothing refers to it. */
+ * exec/cuda_module.h). In libdstack.a it is linked with everything else
+ * (one relocatable object) but nothing calls it, and its symbol is made
+ * local there (Makefile). */
 #include <string.h>
 
 #include "exec/cuda_module.h"
