@@ -77,12 +77,12 @@
  *
  * What the simulator says about it (bench/results/sched-compare-sim.md):
  * on the H100 model, CNNs at a 25 ms SLO run batches whose latency scales
- * almost linearly to 60-100 SMs, so partitions gain 1.27x over temporal
- * sharing on the four-CNN mix (1.32x with eight models at 50 ms), and
+ * almost linearly to 60-100 SMs, so partitions gain 1.45x over temporal
+ * sharing on the four-CNN mix (1.41x with eight models at 50 ms), and
  * sharing SMs at block granularity (streams) packs better than 8-SM units
- * can. A batch placed on every unit
- * runs on the whole device (util/units.h), so a model alone with work gets
- * all the SMs temporal would give it (bursty mix: 1.00x temporal).
+ * can. A batch placed on every unit runs on the whole device
+ * (util/units.h), so a model alone with work gets all the SMs temporal
+ * would give it (bursty mix: 0.98x temporal).
  */
 #include <stdlib.h>
 #include <string.h>
