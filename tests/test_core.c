@@ -927,6 +927,27 @@ static void test_static_spatial_gives_every_model_a_unit_and_refuses_more(void *
     ds_core_destroy(c);
 }
 
+/* A handle names a model of its own core only: the first model of two
+ * cores used to be the same handle value, so one context's handle
+ * unregistered another context's model. */
+static void test_handles_of_another_core_are_not_found(void **state)
+{
+    (void)state;
+    static sink ka, kb;
+    ds_core *a = core_into(DSTACK_POLICY_TEMPORAL, &ka), *b = core_into(DSTACK_POLICY_TEMPORAL, &kb);
+    ds_sched_model_config mc = model_cfg(1, 1, 0);
+    dstack_model *ma, *mb;
+    assert_int_equal(ds_core_add_model(a, &mc, 16, 0, &ma), DSTACK_OK);
+    assert_int_equal(ds_core_add_model(b, &mc, 16, 0, &mb), DSTACK_OK);
+    assert_ptr_not_equal(ma, mb);
+    bool running;
+    assert_int_equal(ds_core_remove_model(a, mb, 0, &running), DSTACK_ERR_NOT_FOUND);
+    assert_int_equal(ds_core_remove_model(b, ma, 0, &running), DSTACK_ERR_NOT_FOUND);
+    assert_int_equal(ds_core_remove_model(a, ma, 0, &running), DSTACK_OK);
+    ds_core_destroy(a);
+    ds_core_destroy(b);
+}
+
 /* QUEUE_FULL means "retry later": a request larger than the queue ever
  * holds is INVALID_ARGUMENT instead, or a retry loop would spin forever. */
 static void test_request_larger_than_the_queue_is_invalid_not_full(void **state)
@@ -1044,6 +1065,7 @@ int main(void)
         cmocka_unit_test(test_dstack_far_deadline_is_not_urgent),
         cmocka_unit_test(test_static_spatial_gives_every_model_a_unit_and_refuses_more),
         cmocka_unit_test(test_request_larger_than_the_queue_is_invalid_not_full),
+        cmocka_unit_test(test_handles_of_another_core_are_not_found),
         cmocka_unit_test(test_static_spatial_scales_knees_down_to_fit),
         cmocka_unit_test(test_dstack_in_virtual_time_never_overlaps_and_serves_everyone),
     };

@@ -2,6 +2,7 @@
 #include "sched/core.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,6 +81,7 @@ typedef struct slot_entry {
 
 struct ds_core {
     ds_core_config cfg;
+    uint32_t gen_base;            /* where this core's generations start (see ds_core_create) */
     void *policy_state;
     bool stopped;
     /* live and removing models, in order of addition (the policies see them
@@ -465,6 +467,15 @@ dstack_status ds_core_create(const ds_core_config *cfg, ds_core **out)
     if (!c)
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for the scheduler");
     c->cfg = *cfg;
+    /* Handles are slot + generation. Every core starting its generations
+     * at 0 made the first model of any two contexts the same handle, so
+     * one context's handle named another's model (found by a new user:
+     * unregister on the wrong context returned OK). Each core starts at
+     * its own point of the 32-bit circle, golden-ratio spaced, so handles
+     * of different contexts differ unless a slot is reused about 2^32 /
+     * contexts^2 times (a million with 60 contexts). */
+    static atomic_uint next_core;
+    c->gen_base = (uint32_t)atomic_fetch_add(&next_core, 1u) * 0x9E3779B1u;
     if (cfg->policy->create && !(c->policy_state = cfg->policy->create())) {
         free(c);
         return ds_fail(DSTACK_ERR_OUT_OF_MEMORY, "no memory for the %s policy", cfg->policy->name);
@@ -534,7 +545,7 @@ dstack_status ds_core_add_model(ds_core *c, const ds_sched_model_config *cfg, ui
         m->slot = c->free_slots[--c->n_free];
     } else {
         m->slot = c->n_slots++;
-        c->slots[m->slot].gen = 0;
+        c->slots[m->slot].gen = c->gen_base;
     }
     m->gen = ++c->slots[m->slot].gen;
     c->slots[m->slot].m = m;
