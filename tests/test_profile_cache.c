@@ -337,6 +337,20 @@ static void test_cache_not_a_profile_is_a_miss(void **unused)
     assert_string_equal(ds_cache_outcome_name(DS_CACHE_BAD_MAGIC), "bad magic");
 }
 
+/* A FIFO in an entry's place is refused at once, not read: a blocking open
+ * of it hung registration forever (found by a new user). */
+static void test_cache_fifo_in_place_of_an_entry_is_a_miss(void **unused)
+{
+    (void)unused;
+    ds_cache_key k = make_key();
+    assert_int_equal(mkfifo(entry_path(&k), 0600), 0);
+    char reason[DS_CACHE_REASON_LEN];
+    alarm(10); /* a regression blocks: fail the test instead of hanging */
+    assert_int_equal(load(&k, reason), DS_CACHE_IO);
+    alarm(0);
+    assert_non_null(strstr(reason, "not a regular file"));
+}
+
 static void test_cache_store_creates_the_directory(void **unused)
 {
     (void)unused;
@@ -467,6 +481,7 @@ int main(void)
         CASE(test_cache_trailing_bytes_are_corrupt),
         CASE(test_cache_stale_and_foreign_entries_are_misses),
         CASE(test_cache_not_a_profile_is_a_miss),
+        CASE(test_cache_fifo_in_place_of_an_entry_is_a_miss),
         CASE(test_cache_store_creates_the_directory),
         CASE(test_cache_concurrent_writers_never_corrupt),
         cmocka_unit_test(test_cache_dir_resolution),

@@ -209,6 +209,8 @@ static ds_cache_outcome check_entry(int fd, const ds_cache_key *key, uint64_t *p
     struct stat st;
     if (fstat(fd, &st) != 0)
         MISS(DS_CACHE_IO, "io: fstat: %s", strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        MISS(DS_CACHE_IO, "io: not a regular file");
     uint64_t file_size = (uint64_t)st.st_size;
     uint8_t h[HEADER_SIZE];
     if (file_size < HEADER_SIZE)
@@ -265,7 +267,9 @@ ds_cache_outcome ds_cache_load(const char *dir, const ds_cache_key *key, void **
         ds_error_clear();
         MISS(DS_CACHE_IO, "io: path under '%s' is too long", dir);
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* non-blocking: a FIFO (or other special file) put in an entry's place
+     * must not block the open, and check_entry refuses it */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ENOENT)
             MISS(DS_CACHE_ABSENT, "absent: no entry %s", path);
