@@ -68,7 +68,8 @@ typedef enum dstack_status {
     DSTACK_ERR_NO_DEVICE = 13,       /* no CUDA driver or no usable GPU */
     DSTACK_ERR_DEVICE = 14,          /* a CUDA, cuDNN or cuBLAS call failed */
     DSTACK_ERR_UNSUPPORTED = 15,     /* option not available in this build/backend */
-    DSTACK_ERR_DEADLINE_MISSED = 16, /* completion: deadline passed before it ran */
+    DSTACK_ERR_DEADLINE_MISSED = 16, /* completion: not run, its deadline could no longer
+                                        be met (less time left than the fastest run) */
     DSTACK_ERR_CANCELLED = 17,       /* completion: cancelled by shutdown/unregister */
     DSTACK_ERR_INTERNAL = 18,        /* a bug in libdstack: please report it */
     DSTACK_ERR_RESOURCE_LIMIT = 19   /* a model over a budget of dstack_options (work or
@@ -305,7 +306,9 @@ typedef struct dstack_model_desc {
                                    rounded up to partition units, and more
                                    than the device has means all of it; all
                                    the units are the whole device (132 SMs
-                                   on an H100, not 15 x 8) */
+                                   on an H100, not 15 x 8). It is the planned
+                                   share, not a cap: dstack hands idle units
+                                   to a model with work */
     uint32_t fixed_batch;       /* 0: the library picks the batch; else this */
     dstack_precision precision; /* default FP32 */
     uint64_t seed;              /* ZOO: seed of the generated weights */
@@ -465,7 +468,9 @@ typedef struct dstack_model_stats {
     uint64_t submitted;
     uint64_t rejected_queue_full;
     uint64_t completed_ok;
-    uint64_t deadline_missed;  /* not run: expired before its batch started */
+    uint64_t deadline_missed;  /* not run: less time was left to its deadline than
+                                  the fastest run the policy may give it (so it can
+                                  come back before the deadline itself) */
     uint64_t cancelled;
     uint64_t failed;
     uint64_t slo_met;          /* completed OK by their deadline (or no deadline) */
@@ -479,14 +484,19 @@ typedef struct dstack_model_stats {
     uint64_t latency_p99_us;
     uint64_t latency_max_us;
     uint32_t queued;           /* waiting now */
-    /* What the scheduler does with the model now (fields added in 0.2): */
+    /* What the scheduler does with the model now: */
     uint32_t batch_size;       /* samples per batch it aims for (re-planned online) */
-    uint32_t sm_count;         /* SMs of its share (its knee; 0 on cpu) */
+    uint32_t sm_count;         /* SMs of its planned share (its knee; 0 on cpu); the
+                                  policy may run it on more (dstack on idle units,
+                                  temporal and streams on the whole device) or,
+                                  static_spatial scaling knees to fit, on fewer */
     double arrival_rps;        /* measured arrival rate of samples, per second
                                 * (a 1 s decayed count); 0 = not known yet: fewer
                                 * than 32 requests, or under 51 ms since registration */
     double gpu_share;          /* its batches' partition-time over the device's
-                                * partition-time since registration, 0..1 */
+                                * partition-time since registration, 0..1; under
+                                * streams batches overlap on the same units, so the
+                                * models' shares can add up to more than 1 */
 } dstack_model_stats;
 
 DSTACK_API void dstack_model_stats_init(dstack_model_stats *stats);

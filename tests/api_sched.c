@@ -290,6 +290,58 @@ static void test_planner_fits_the_shares_of_the_mix_to_the_device(void **state)
     dstack_destroy(ctx);
 }
 
+/* A model's info says the share it runs on: temporal and streams run every
+ * batch on the whole device (132 SMs), and static_spatial on its home
+ * partition, the knees scaled down to fit (found by a new user: both
+ * reported the knee, and static_spatial planned batches for it). */
+static void test_info_reports_the_share_the_policy_runs(void **state)
+{
+    (void)state;
+    static const dstack_policy whole[] = {DSTACK_POLICY_TEMPORAL, DSTACK_POLICY_STREAMS};
+    for (int p = 0; p < 2; p++) {
+        dstack_ctx *ctx;
+        dstack_model *m;
+        assert_int_equal(open_sim(&ctx, whole[p]), DSTACK_OK);
+        assert_int_equal(register_zoo(ctx, "resnet50", 25000, 0, 0, &m), DSTACK_OK);
+        dstack_model_info info;
+        dstack_model_info_init(&info);
+        assert_int_equal(dstack_model_info_get(ctx, m, &info), DSTACK_OK);
+        assert_int_equal(info.sm_count, 132);
+        dstack_destroy(ctx);
+    }
+    /* six models planned alone ask for more than 15 units: their homes
+     * are smaller than their knees, and add up to at most the device */
+    static const char *const names[] = {"resnet50", "vgg19", "mobilenet_v2", "alexnet", "resnet34", "googlenet"};
+    dstack_ctx *ctx;
+    dstack_model *m[6];
+    assert_int_equal(open_sim(&ctx, DSTACK_POLICY_STATIC_SPATIAL), DSTACK_OK);
+    uint32_t knee_sum = 0;
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(register_zoo(ctx, names[i], 30000, 0, 0, &m[i]), DSTACK_OK);
+        dstack_model_info info;
+        dstack_model_info_init(&info);
+        assert_int_equal(dstack_model_info_get(ctx, m[i], &info), DSTACK_OK);
+        knee_sum += info.sm_count;
+    }
+    assert_true(knee_sum > 132); /* the knees alone do not fit */
+    uint32_t home_sum = 0;
+    for (int tries = 0; tries < 50; tries++) { /* the planner runs every 100 ms */
+        usleep(50000);
+        home_sum = 0;
+        for (int i = 0; i < 6; i++) {
+            dstack_model_info info;
+            dstack_model_info_init(&info);
+            assert_int_equal(dstack_model_info_get(ctx, m[i], &info), DSTACK_OK);
+            home_sum += info.sm_count;
+        }
+        if (home_sum <= 132)
+            break;
+    }
+    print_message("static_spatial: knees %u SMs, homes %u SMs\n", knee_sum, home_sum);
+    assert_true(home_sum <= 132 && home_sum >= 6 * 8);
+    dstack_destroy(ctx);
+}
+
 static void test_cpu_has_no_knee(void **state)
 {
     (void)state;
@@ -406,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_sim_meets_its_prediction_through_the_api),
         cmocka_unit_test(test_context_stats_show_what_the_scheduler_does),
         cmocka_unit_test(test_planner_fits_the_shares_of_the_mix_to_the_device),
+        cmocka_unit_test(test_info_reports_the_share_the_policy_runs),
         cmocka_unit_test(test_cpu_has_no_knee),
         cmocka_unit_test(test_multi_sample_request_matches_the_reference),
         cmocka_unit_test(test_poll_with_the_largest_timeout_waits),

@@ -61,6 +61,9 @@ typedef struct api_model {
 /* SMs of a share of `units` partition units on ctx's device, at most the
  * device's SMs; 0 on cpu, where shares do not apply (model.c). */
 uint32_t ds_api_share_sms(const dstack_ctx *ctx, uint32_t units);
+/* The share model am's batch is planned on: fixed, the whole device (policies
+ * without partial shares), or 0 for the knee (model.c). */
+uint32_t ds_api_policy_units(const dstack_ctx *ctx, const api_model *am);
 
 /* The planner thread (planner.c): started by dstack_create, stopped by
  * dstack_destroy; models join its list at registration and leave it at

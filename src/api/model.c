@@ -307,6 +307,21 @@ uint32_t ds_api_share_sms(const dstack_ctx *ctx, uint32_t units)
     return ds_units_range_sms(dev->partitioning, dev->sm_count, unit_sms, n, units);
 }
 
+/* The share a model's batch is planned on: the caller's fixed share, else
+ * the whole device under a policy that runs every batch there (temporal,
+ * streams, ideal: a new user saw temporal report a knee of 56 SMs while
+ * its batches ran on 132), else 0: the planner picks the knee (dstack,
+ * static_spatial; the latter's home partition, scaled to fit, is planned
+ * in src/api/planner.c). */
+uint32_t ds_api_policy_units(const dstack_ctx *ctx, const api_model *am)
+{
+    if (am->fixed_units)
+        return am->fixed_units;
+    if (!ctx->policy->partial_shares && ctx->backend != DSTACK_BACKEND_CPU)
+        return ctx->exec->device.n_units ? ctx->exec->device.n_units : 1;
+    return 0;
+}
+
 static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_desc *d, api_model *am,
                                            const uint8_t content[DS_SHA256_BYTES], uint32_t *units)
 {
@@ -340,7 +355,7 @@ static dstack_status choose_share_and_batch(dstack_ctx *ctx, const dstack_model_
         cache_store(ctx, &key, name, am->lat);
     }
     ds_model_plan plan;
-    st = ds_plan_model(am->lat, d->slo_us, INFINITY, am->fixed_units, d->fixed_batch, &plan);
+    st = ds_plan_model(am->lat, d->slo_us, INFINITY, ds_api_policy_units(ctx, am), d->fixed_batch, &plan);
     if (st != DSTACK_OK)
         return st;
     const ds_logger *lg = ds_ctx_logger(ctx);

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "api/api_internal.h"
@@ -53,7 +54,8 @@ static void replan_one(dstack_ctx *ctx, api_model *am)
     /* Plan for the top of the band the plan must serve: no re-plan comes
      * until the rate leaves [rate / 1.5, rate x 1.5], and a plan sized for
      * `rate` itself falls behind (and misses SLOs) anywhere above it. */
-    if (ds_plan_model(am->lat, am->slo_us, rate * DS_PLAN_HEADROOM, am->fixed_units, 0, &plan) != DSTACK_OK)
+    if (ds_plan_model(am->lat, am->slo_us, rate * DS_PLAN_HEADROOM, ds_api_policy_units(ctx, am), 0, &plan) !=
+        DSTACK_OK)
         return;
     bool cpu = ctx->backend == DSTACK_BACKEND_CPU;
     uint32_t units = cpu ? ctx->exec->device.n_units : plan.units;
@@ -118,6 +120,63 @@ static bool replan_joint(dstack_ctx *ctx)
     return true;
 }
 
+/* static_spatial runs every model on its home partition: the knees, scaled
+ * down to fit the device (ds_static_counts). Its batch is planned for that
+ * partition, not for the knee (a new user saw vgg19 planned at batch 10
+ * for 132 SMs run on 40, 44 ms against a 30 ms SLO), while the scheduler
+ * keeps the knee as the share the layout scales. Re-planned when a model
+ * comes or goes or a rate leaves its band. */
+static void replan_static(dstack_ctx *ctx)
+{
+    uint32_t n = ctx->n_live;
+    bool due = ctx->live_gen != ctx->planned_gen;
+    for (uint32_t i = 0; i < n; i++) {
+        api_model *am = ctx->live[i];
+        if (plannable(am))
+            due |= ds_replan_due(am->planned_rate, ds_sched_model_rate(ctx->sched, am->handle), REPLAN_FACTOR);
+    }
+    uint32_t *knee = ds_calloc(n ? n : 1, sizeof *knee), *home = ds_calloc(n ? n : 1, sizeof *home);
+    ds_model_plan *plan = ds_calloc(n ? n : 1, sizeof *plan);
+    if (!due || !knee || !home || !plan) {
+        free(knee);
+        free(home);
+        free(plan);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        api_model *am = ctx->live[i];
+        knee[i] = ds_sched_model_units(ctx->sched, am->handle);
+        if (plannable(am)) {
+            double r = ds_sched_model_rate(ctx->sched, am->handle);
+            if (ds_plan_model(am->lat, am->slo_us, r * DS_PLAN_HEADROOM, am->fixed_units, 0, &plan[i]) ==
+                DSTACK_OK)
+                knee[i] = plan[i].units;
+        }
+    }
+    /* ctx->live is in registration order, as the scheduler's views are
+     * (ds_planner_remove keeps the order), so the homes are the layout's */
+    ds_static_counts(knee, n, ctx->exec->device.n_units, home);
+    ctx->planned_gen = ctx->live_gen;
+    for (uint32_t i = 0; i < n; i++) {
+        api_model *am = ctx->live[i];
+        if (!plannable(am) || home[i] == 0)
+            continue;
+        double r = ds_sched_model_rate(ctx->sched, am->handle);
+        ds_model_plan at_home;
+        if (ds_plan_model(am->lat, am->slo_us, r * DS_PLAN_HEADROOM, home[i], 0, &at_home) != DSTACK_OK)
+            continue;
+        if (ds_sched_model_update(ctx->sched, am->handle, at_home.batch, knee[i]) != DSTACK_OK)
+            continue;
+        am->planned_rate = r;
+        am->info.batch_size = at_home.batch;
+        am->info.sm_count = ds_api_share_sms(ctx, home[i]);
+        am->info.predicted_latency_us = (uint64_t)(at_home.latency_us + 0.5);
+    }
+    free(knee);
+    free(home);
+    free(plan);
+}
+
 static void *planner_main(void *arg)
 {
     dstack_ctx *ctx = arg;
@@ -134,7 +193,11 @@ static void *planner_main(void *arg)
             break;
         bool joint = ctx->policy->id == DSTACK_POLICY_DSTACK && ctx->backend != DSTACK_BACKEND_CPU &&
                      ctx->exec->device.n_units > 1;
-        if (!joint || !replan_joint(ctx))
+        bool fixed_homes = ctx->policy->max_units && ctx->backend != DSTACK_BACKEND_CPU &&
+                           ctx->exec->device.n_units > 1;
+        if (fixed_homes)
+            replan_static(ctx);
+        else if (!joint || !replan_joint(ctx))
             for (uint32_t i = 0; i < ctx->n_live; i++)
                 replan_one(ctx, ctx->live[i]);
     }
@@ -205,7 +268,9 @@ void ds_planner_remove(dstack_ctx *ctx, api_model *am)
     for (uint32_t i = 0; i < ctx->n_live; i++) {
         if (ctx->live[i] == am) {
             ctx->live_gen++;
-            ctx->live[i] = ctx->live[--ctx->n_live];
+            /* keep registration order: static_spatial's homes follow it */
+            memmove(&ctx->live[i], &ctx->live[i + 1], (ctx->n_live - i - 1) * sizeof *ctx->live);
+            ctx->n_live--;
             break;
         }
     }
