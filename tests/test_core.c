@@ -278,6 +278,17 @@ static dstack_request req_of(dstack_buffer *in, dstack_buffer *out, uint32_t sam
     return r;
 }
 
+/* Submit one sample (a model of model_cfg: 4 bytes in, 8 out) at `now`;
+ * its buffers are never written (no executor runs in these tests). */
+static dstack_status submit_one(ds_core *c, dstack_model *m, uint64_t now)
+{
+    static float in[2], out[4];
+    dstack_buffer bi = {in, 4}, bo = {out, 8};
+    dstack_request r = req_of(&bi, &bo, 1);
+    dstack_ticket tk;
+    return ds_core_submit(c, m, &r, now, &tk);
+}
+
 static void test_explicit_deadlines_out_of_order_each_expire_on_time(void **state)
 {
     (void)state;
@@ -384,16 +395,12 @@ static ds_core_totals two_overlapping_batches(dstack_policy policy, uint32_t uni
     dstack_model *a, *b;
     assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &a), DSTACK_OK);
     assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &b), DSTACK_OK);
-    float in[2] = {0}, out[4];
-    dstack_buffer bi = {in, 4}, bo = {out, 8};
-    dstack_request r = req_of(&bi, &bo, 1);
-    dstack_ticket tk;
     ds_core_start s[4];
     uint64_t wake;
-    assert_int_equal(ds_core_submit(c, a, &r, t[0] - 10, &tk), DSTACK_OK);
+    assert_int_equal(submit_one(c, a, t[0] - 10), DSTACK_OK);
     assert_int_equal(ds_core_step(c, t[0], s, 4, &wake), 1);
     assert_int_equal(s[0].unit_count, units);
-    assert_int_equal(ds_core_submit(c, b, &r, t[1] - 10, &tk), DSTACK_OK);
+    assert_int_equal(submit_one(c, b, t[1] - 10), DSTACK_OK);
     assert_int_equal(ds_core_step(c, t[1], s, 4, &wake), 1);
     assert_int_equal(s[0].unit_count, units);
     ds_core_batch_done(c, a, DSTACK_OK, t[2]);
@@ -735,15 +742,11 @@ static void test_expiry_counts_the_fastest_share(void **state)
     dstack_model *busy, *m;
     assert_int_equal(ds_core_add_model(c, &bc, 16, 0, &busy), DSTACK_OK);
     assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &m), DSTACK_OK);
-    float in[2] = {0}, out[4];
-    dstack_buffer bi = {in, 4}, bo = {out, 8};
-    dstack_request r = req_of(&bi, &bo, 1);
-    dstack_ticket tk;
     ds_core_start s[4];
     uint64_t wake;
-    assert_int_equal(ds_core_submit(c, busy, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(submit_one(c, busy, 0), DSTACK_OK);
     assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 1);
-    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(submit_one(c, m, 0), DSTACK_OK);
     assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 0);
     assert_true(wake >= 9500000 && wake <= 9500001); /* its expiry: the deadline less L(1, 4) */
     assert_int_equal(ds_core_step(c, 2000000, s, 4, &wake), 0);
@@ -772,15 +775,11 @@ static void test_static_spatial_expires_against_its_own_share(void **state)
     mc.latency = lat_10ms;
     dstack_model *m;
     assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &m), DSTACK_OK);
-    float in[2] = {0}, out[4];
-    dstack_buffer bi = {in, 4}, bo = {out, 8};
-    dstack_request r = req_of(&bi, &bo, 1);
-    dstack_ticket tk;
     ds_core_start s[4];
     uint64_t wake;
-    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(submit_one(c, m, 0), DSTACK_OK);
     assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 1); /* its one unit, busy until done */
-    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(submit_one(c, m, 0), DSTACK_OK);
     assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 0);
     assert_true(wake >= 2000000 && wake <= 2000001);
     assert_int_equal(ds_core_step(c, 2000001, s, 4, &wake), 0);
@@ -796,10 +795,10 @@ static void test_static_spatial_expires_against_its_own_share(void **state)
     dstack_model *other;
     assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &m), DSTACK_OK);
     assert_int_equal(ds_core_add_model(c, &mc, 16, 0, &other), DSTACK_OK);
-    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(submit_one(c, m, 0), DSTACK_OK);
     assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 1);
     assert_int_equal(s[0].unit_count, 2);
-    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
+    assert_int_equal(submit_one(c, m, 0), DSTACK_OK);
     assert_int_equal(ds_core_step(c, 0, s, 4, &wake), 0);
     assert_true(wake >= 7000000 && wake <= 7000001);
     bool running;
@@ -968,10 +967,7 @@ static void test_request_larger_than_the_queue_is_invalid_not_full(void **state)
     bo.bytes = 16;
     r = req_of(&bi, &bo, 2);
     assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_OK);
-    bi.bytes = 4;
-    bo.bytes = 8;
-    r = req_of(&bi, &bo, 1);
-    assert_int_equal(ds_core_submit(c, m, &r, 0, &tk), DSTACK_ERR_QUEUE_FULL); /* full for now */
+    assert_int_equal(submit_one(c, m, 0), DSTACK_ERR_QUEUE_FULL); /* full for now */
     ds_core_destroy(c);
 }
 
