@@ -136,22 +136,19 @@ static void replan_static(dstack_ctx *ctx)
             due |= ds_replan_due(am->planned_rate, ds_sched_model_rate(ctx->sched, am->handle), REPLAN_FACTOR);
     }
     uint32_t *knee = ds_calloc(n ? n : 1, sizeof *knee), *home = ds_calloc(n ? n : 1, sizeof *home);
-    ds_model_plan *plan = ds_calloc(n ? n : 1, sizeof *plan);
-    if (!due || !knee || !home || !plan) {
+    if (!due || !knee || !home) {
         free(knee);
         free(home);
-        free(plan);
         return;
     }
     for (uint32_t i = 0; i < n; i++) {
         api_model *am = ctx->live[i];
         knee[i] = ds_sched_model_units(ctx->sched, am->handle);
-        if (plannable(am)) {
-            double r = ds_sched_model_rate(ctx->sched, am->handle);
-            if (ds_plan_model(am->lat, am->slo_us, r * DS_PLAN_HEADROOM, am->fixed_units, 0, &plan[i]) ==
-                DSTACK_OK)
-                knee[i] = plan[i].units;
-        }
+        ds_model_plan alone;
+        if (plannable(am) &&
+            ds_plan_model(am->lat, am->slo_us, ds_sched_model_rate(ctx->sched, am->handle) * DS_PLAN_HEADROOM,
+                          am->fixed_units, 0, &alone) == DSTACK_OK)
+            knee[i] = alone.units;
     }
     /* ctx->live is in registration order, as the scheduler's views are
      * (ds_planner_remove keeps the order), so the homes are the layout's */
@@ -174,7 +171,6 @@ static void replan_static(dstack_ctx *ctx)
     }
     free(knee);
     free(home);
-    free(plan);
 }
 
 static void *planner_main(void *arg)

@@ -79,13 +79,18 @@ static int load_green_api(ds_green_api *a) {
  * it really holds them is asked once here: made, read back (the last
  * unit's SMs and the remainder's) and destroyed. Where anything says no,
  * only the range of every unit (the whole device) has them. */
+/* A green context of the SM resources res[0..n) (one split's). */
+static CUresult green_of(ds_gpu *g, CUdevResource *res, unsigned n, CUgreenCtx *gc) {
+    CUdevResourceDesc desc;
+    CUresult r = g->api.generate_desc(&desc, res, n);
+    return r == CUDA_SUCCESS ? g->api.green_create(gc, desc, g->cu_device, CU_GREEN_CTX_DEFAULT_STREAM) : r;
+}
+
 static int tail_takes_remainder(ds_gpu *g) {
     unsigned n = g->info.n_units;
     CUdevResource tail[2] = {g->units[n - 1], g->rem};
-    CUdevResourceDesc desc;
-    if (g->api.generate_desc(&desc, tail, 2) != CUDA_SUCCESS) return 0;
     CUgreenCtx gc = NULL;
-    if (g->api.green_create(&gc, desc, g->cu_device, CU_GREEN_CTX_DEFAULT_STREAM) != CUDA_SUCCESS) return 0;
+    if (green_of(g, tail, 2, &gc) != CUDA_SUCCESS) return 0;
     CUdevResource back;
     memset(&back, 0, sizeof back);
     int ok = g->api.green_get_dev_resource(gc, &back, CU_DEV_RESOURCE_TYPE_SM) == CUDA_SUCCESS &&
@@ -219,17 +224,11 @@ static dstack_status part_make_stream(ds_gpu *g, ds_gpu_part *p) {
     unsigned n_res = p->unit_count;
     memcpy(res, &g->units[p->first_unit], n_res * sizeof res[0]);
     if (g->info.tail_leftover && p->first_unit + p->unit_count == g->info.n_units) res[n_res++] = g->rem;
-    CUdevResourceDesc desc;
     CUgreenCtx gc = NULL;
-    CUresult r = g->api.generate_desc(&desc, res, n_res);
-    if (r == CUDA_SUCCESS) r = g->api.green_create(&gc, desc, g->cu_device, CU_GREEN_CTX_DEFAULT_STREAM);
-    if (r != CUDA_SUCCESS && n_res > p->unit_count) {
-        /* the remainder was taken at open but not for this range: the
-         * units alone (the SMs read back below say what it holds) */
-        n_res = p->unit_count;
-        r = g->api.generate_desc(&desc, res, n_res);
-        if (r == CUDA_SUCCESS) r = g->api.green_create(&gc, desc, g->cu_device, CU_GREEN_CTX_DEFAULT_STREAM);
-    }
+    CUresult r = green_of(g, res, n_res, &gc);
+    /* the remainder was taken at open but not for this range: the units
+     * alone (the SMs read back below say what it holds) */
+    if (r != CUDA_SUCCESS && n_res > p->unit_count) r = green_of(g, res, p->unit_count, &gc);
     if (r != CUDA_SUCCESS)
         return ds_fail(DSTACK_ERR_DEVICE, "green context for units %u+%u failed: %d", p->first_unit,
                        p->unit_count, (int)r);
