@@ -47,8 +47,9 @@
  *    by side and contend for memory bandwidth only.
  *  - Ideal mode (sim.h): one round per kernel holding a real number of SMs
  *    out of the whole device, recomputed at every event: SMs given in
- *    launch order (each takes what it can use while any are left); no
- *    waves, no units. It pays the same
+ *    the order the batches started (each takes what it can use while
+ *    any are left: the oldest work first, a batch's kernel chain as one
+ *    job); no waves, no units. It pays the same
  *    occupancy cost: a kernel wants blocks / max(1, blocks_per_sm x
  *    sat_occupancy) SMs (its blocks packed so that each SM is saturated)
  *    and takes at best one block time at one block per SM. Bandwidth and
