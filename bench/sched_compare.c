@@ -360,14 +360,10 @@ static int run_once(const workload *w, const policy_entry *p, double R, uint64_t
             return -1;
         fixed[i] = plan.units;
     }
-    if (usefix) {
-        uint32_t want = 0;
-        for (uint32_t i = 0; i < w->n; i++)
-            want += fixed[i];
-        for (uint32_t i = 0; i < w->n && want > n_units; i++) {
-            fixed[i] = (uint32_t)((uint64_t)fixed[i] * n_units / want);
-            fixed[i] = fixed[i] ? fixed[i] : 1;
-        }
+    if (usefix) { /* scaled down as the policy and the library's planner do it */
+        uint32_t knees[MAX_MODELS];
+        memcpy(knees, fixed, sizeof knees);
+        ds_static_counts(knees, w->n, n_units, fixed);
     }
     replan_ctx rc = {ms, w->n, n_units, partitioned, 0, usefix ? fixed : NULL,
                      p->id == DSTACK_POLICY_DSTACK};

@@ -35,7 +35,8 @@
  *                   own partition, no time sharing (GSLICE-style).
  *   ideal           (sim only) every ready model starts at once; the sim
  *                   executor in ideal mode gives each kernel exactly the SMs
- *                   it can use, fluidly, from the whole device.
+ *                   it can use, fluidly, from the whole device, the oldest
+ *                   batch first when they want more than it has.
  */
 #include "sched/policy.h"
 #include "util/fault.h"

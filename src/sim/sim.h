@@ -123,9 +123,10 @@ void ds_sim_exec_advance(ds_executor *ex, uint64_t t_ns);
  * the pool of all sm_count SMs whatever partition it was given; at every
  * instant each running kernel gets the SMs it can use (one per block: blocks
  * are throughput-bound, kernels.h; as a real number: no wave quantization,
- * no partition granularity), shared by water-filling when the kernels want more than the
- * device has. Memory contention and launch gaps as in normal mode. Set it
- * before any run. */
+ * no partition granularity); when the kernels want more than the device
+ * has, the oldest batch's kernel is served first (batches in start order).
+ * Memory contention and launch gaps as in normal mode. Set it before any
+ * run. */
 void ds_sim_exec_set_ideal(ds_executor *ex, bool ideal);
 
 /* SM-time the engine counted busy since creation (SM x ns), for utilization:
