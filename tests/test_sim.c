@@ -295,11 +295,34 @@ static void test_ideal_mode_has_no_waves_and_shares_the_device(void **state)
     ds_sim_engine_start(e, 0, &a, 1, 0, 1, 0, (void *)1);
     ds_sim_engine_start(e, 0, &b, 1, 1, 1, 0, (void *)2);
     ds_sim_engine_drain(e, on_end, &en);
-    /* launch order: a takes the 12 SMs it can use, b the 4 left; when a
+    /* a started first: it takes the 12 SMs it can use, b the 4 left; when a
      * ends at 1000, b has 8/12 of its work left on 12 SMs: 667 ns more */
     assert_int_equal(end_of(&en, 1), 1000);
     assert_int_equal(end_of(&en, 2), 1667);
     assert_true(fabs(ds_sim_engine_busy_sm_ns(e) - (16 * 1000.0 + 12 * 2000.0 / 3.0)) < 1e-3);
+    ds_sim_engine_destroy(e);
+}
+
+/* Ideal mode serves the batch that started first, whatever the order its
+ * kernels launched in: a chain of kernels is one job, not re-queued behind
+ * every kernel launched while its previous kernel ran. */
+static void test_ideal_mode_serves_the_oldest_batch_first(void **state)
+{
+    (void)state;
+    ds_sim_device d = toy();
+    ds_sim_kernel a[2] = {kern(4, 0), kern(16, 0)}, b = kern(16, 0);
+    ds_sim_engine *e = ds_sim_engine_create(&d, true);
+    ends en = {0};
+    ds_sim_engine_start(e, 0, a, 2, 0, 1, 0, (void *)1);
+    ds_sim_engine_start(e, 0, &b, 1, 0, 1, 0, (void *)2);
+    ds_sim_engine_drain(e, on_end, &en);
+    /* 0-1000: a's first kernel on 4 SMs, b on the other 12 (3/4 done);
+     * 1000-2000: a's second kernel, launched after b's, takes all 16 SMs;
+     * then b's last quarter on 16 SMs: 250 ns. (In kernel launch order b
+     * would end at 1250 and a at 2250.) */
+    assert_int_equal(end_of(&en, 1), 2000);
+    assert_int_equal(end_of(&en, 2), 2250);
+    assert_true(fabs(ds_sim_engine_busy_sm_ns(e) - (16 * 2000.0 + 16 * 250.0)) < 1e-3);
     ds_sim_engine_destroy(e);
 }
 
@@ -691,6 +714,7 @@ int main(void)
         cmocka_unit_test(test_disjoint_partitions_contend_only_for_memory),
         cmocka_unit_test(test_shared_sms_go_in_launch_order),
         cmocka_unit_test(test_ideal_mode_has_no_waves_and_shares_the_device),
+        cmocka_unit_test(test_ideal_mode_serves_the_oldest_batch_first),
         cmocka_unit_test(test_same_inputs_same_outputs),
         cmocka_unit_test(test_next_end_predicts_the_first_end),
         cmocka_unit_test(test_tiny_graph_kernels_match_its_flops),
