@@ -30,6 +30,7 @@ typedef struct eng_batch {
 
 typedef struct eng_round {
     bool live;
+    bool listed;             /* scratch of rate_order, false between calls */
     uint32_t batch;
     uint32_t slots;          /* normal mode: slots held in all */
     double sms;              /* SMs held (normal: slots / SLOTS; ideal: allocated) */
@@ -69,6 +70,8 @@ struct ds_sim_engine {
     uint32_t *pending;       /* batch indices in launch order */
     uint32_t n_pending;      /* capacity cap_b */
     uint32_t *order;         /* scratch, cap_r */
+    uint32_t *prev;          /* compute_rates' last order (cap_r), to start the next sort from */
+    uint32_t n_prev;
     /* next_end cache */
     ds_sim_engine *spec;
     bool spec_valid;
@@ -115,6 +118,10 @@ static bool grow_rounds(ds_sim_engine *e, uint32_t want)
     if (!o)
         return false;
     e->order = o;
+    uint32_t *pv = realloc(e->prev, cap * sizeof *pv);
+    if (!pv)
+        return false;
+    e->prev = pv;
     e->cap_r = cap;
     return true;
 }
@@ -159,6 +166,7 @@ void ds_sim_engine_destroy(ds_sim_engine *e)
     free(e->r);
     free(e->rslots);
     free(e->order);
+    free(e->prev);
     free(e);
 }
 
@@ -342,14 +350,22 @@ static bool dispatch_ideal(ds_sim_engine *e)
 
 /* ---- rates ---- */
 
-/* Sort e->order[0..n) by r[].key ascending, ties by index (stable). */
+/* Sort e->order[0..n) by r[].key ascending, ties by index: a total order,
+ * so the result does not depend on the order it starts from. An insertion
+ * sort: compute_rates starts it from its previous order, which the keys
+ * mostly keep from one event to the next (started from index order it was
+ * a third of the eight-model benchmark's time). */
 static void sort_by_key(ds_sim_engine *e, uint32_t n)
 {
     for (uint32_t i = 1; i < n; i++) {
         uint32_t x = e->order[i];
+        double kx = e->r[x].key;
         uint32_t j = i;
-        while (j > 0 && e->r[e->order[j - 1]].key > e->r[x].key) {
-            e->order[j] = e->order[j - 1];
+        while (j > 0) {
+            uint32_t y = e->order[j - 1];
+            if (!(e->r[y].key > kx || (e->r[y].key == kx && y > x)))
+                break;
+            e->order[j] = y;
             j--;
         }
         e->order[j] = x;
@@ -394,9 +410,11 @@ static void unit_loads(ds_sim_engine *e)
     for (uint32_t u = 0; u < e->n_units; u++)
         e->unit_load[u] = 0;
     for (uint32_t i = 0; i < e->nr; i++)
-        if (e->r[i].live)
-            for (uint32_t u = 0; u < e->n_units; u++)
+        if (e->r[i].live) { /* a round holds slots only in its batch's units */
+            const eng_batch *b = &e->b[e->r[i].batch];
+            for (uint32_t u = b->first_unit; u < b->first_unit + b->n_units; u++)
                 e->unit_load[u] += e->rslots[(size_t)i * e->n_units + u] * e->r[i].use_per_slot;
+        }
     for (uint32_t u = 0; u < e->n_units; u++)
         e->unit_load[u] /= e->usms[u];
 }
@@ -404,7 +422,8 @@ static void unit_loads(ds_sim_engine *e)
 static double unit_slowdown(const ds_sim_engine *e, uint32_t i)
 {
     double most = 1.0;
-    for (uint32_t u = 0; u < e->n_units; u++)
+    const eng_batch *b = &e->b[e->r[i].batch];
+    for (uint32_t u = b->first_unit; u < b->first_unit + b->n_units; u++)
         if (e->rslots[(size_t)i * e->n_units + u] && e->unit_load[u] > most)
             most = e->unit_load[u];
     return 1.0 / most;
@@ -416,12 +435,23 @@ static void compute_rates(ds_sim_engine *e)
         share_sms(e);
     else
         unit_loads(e);
+    /* e->order: the live rounds, those of the last call first in its order
+     * (the sort below then has little to move), the new ones after */
     uint32_t n = 0;
-    double sum_want = 0;
-    for (uint32_t i = 0; i < e->nr; i++) {
+    for (uint32_t j = 0; j < e->n_prev; j++) {
+        uint32_t i = e->prev[j];
+        if (i < e->nr && e->r[i].live && !e->r[i].listed) {
+            e->r[i].listed = true;
+            e->order[n++] = i;
+        }
+    }
+    for (uint32_t i = 0; i < e->nr; i++)
+        if (e->r[i].live && !e->r[i].listed)
+            e->order[n++] = i;
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t i = e->order[j];
         eng_round *r = &e->r[i];
-        if (!r->live)
-            continue;
+        r->listed = false;
         double speed = e->ideal ? (r->want_sms > 0 ? r->sms / r->want_sms : 1.0)
                                 : unit_slowdown(e, i);
         r->rate = speed / r->compute_ns;        /* compute-bound rate */
@@ -431,11 +461,15 @@ static void compute_rates(ds_sim_engine *e)
         r->want_bw = demand < cap ? demand : cap;
         r->weight = touched > 0 ? touched : 1e-9;
         r->key = r->want_bw / r->weight;
-        sum_want += r->want_bw;
-        e->order[n++] = i;
     }
+    double sum_want = 0; /* in index order, as it always was: the same sum to the bit */
+    for (uint32_t i = 0; i < e->nr; i++)
+        if (e->r[i].live)
+            sum_want += e->r[i].want_bw;
     if (sum_want > e->dev.mem_bw) {
         sort_by_key(e, n);
+        memcpy(e->prev, e->order, n * sizeof *e->order);
+        e->n_prev = n;
         double bw = e->dev.mem_bw, w = 0;
         for (uint32_t j = 0; j < n; j++)
             w += e->r[e->order[j]].weight;
@@ -519,14 +553,16 @@ static uint32_t process_events(ds_sim_engine *e, ds_sim_engine_done_fn done, voi
             continue;
         r->live = false;
         uint32_t *rs = &e->rslots[(size_t)i * e->n_units];
-        if (!e->ideal)
-            for (uint32_t u = 0; u < e->n_units; u++)
-                e->unit_free[u] += rs[u];
         eng_batch *b = &e->b[r->batch];
+        if (!e->ideal)
+            for (uint32_t u = b->first_unit; u < b->first_unit + b->n_units; u++)
+                e->unit_free[u] += rs[u];
         b->live_rounds--;
         if (b->live_rounds == 0 && b->undispatched == 0)
             kernel_done(e, r->batch);
     }
+    while (e->nr && !e->r[e->nr - 1].live) /* the loops over rounds stop at nr */
+        e->nr--;
     /* Batches whose timer is due: launch the kernel, or end the batch; in
      * start order so ties end in start order. */
     uint32_t ended = 0;
