@@ -22,13 +22,16 @@
  *
  * Workload files (bench/workloads/): lines `model NAME SLO_MS WEIGHT`,
  * `arrival poisson|bursty FACTOR PERIOD_MS|step MODEL AT_S FACTOR`,
- * `duration S`. Without --workload: the four-CNN mix (resnet50,
- * mobilenet_v2, vgg19, alexnet, 25 ms SLO, equal Poisson rates).
+ * `duration S`. The four-CNN mix (resnet50, mobilenet_v2, vgg19, alexnet,
+ * 25 ms SLO, equal Poisson rates) always runs first, then each --workload.
  *
  * Output: a table per workload on stdout, CSV under --out (default
  * bench/results), and as the last line the four-CNN mix summary as
- * key=value pairs. Exit status 1 if some policy beats ideal (the bound the
- * simulator guarantees), 0 otherwise.
+ * key=value pairs. Exit status 1 if some policy beats ideal, 0 otherwise.
+ * The bound is checked, not proved: `ideal` gives every kernel the SMs it
+ * can use with no waves, units or fragmentation, the oldest batch first,
+ * which on equal SLOs (every workload here) is also the earliest deadline
+ * first; with mixed SLOs a deadline-ordered policy could beat that order.
  */
 #include <math.h>
 #include <pthread.h>

@@ -21,7 +21,6 @@ typedef struct eng_batch {
     uint32_t first_unit, n_units;
     uint32_t live_rounds;
     uint64_t seq;            /* start order */
-    uint64_t launch_seq;     /* launch order of the current kernel */
     uint64_t undispatched;   /* blocks of the current kernel not yet placed */
     double timer;            /* launch time of the current kernel (or end, cur == n) */
     const ds_sim_kernel *k;
@@ -30,7 +29,7 @@ typedef struct eng_batch {
 
 typedef struct eng_round {
     bool live;
-    bool listed;             /* scratch of rate_order, false between calls */
+    bool listed;             /* scratch of compute_rates, false between calls */
     uint32_t batch;
     uint32_t slots;          /* normal mode: slots held in all */
     double sms;              /* SMs held (normal: slots / SLOTS; ideal: allocated) */
@@ -52,7 +51,7 @@ struct ds_sim_engine {
     bool ideal;
     double now;
     double busy;             /* SM x ns */
-    uint64_t next_seq, next_launch;
+    uint64_t next_seq;
     /* Units as the engine holds them: the device's n_units, plus one unit
      * of the SMs no unit holds (12 on the H100) when there are any, which
      * only a batch on every unit reaches (util/units.h: that range is the
@@ -180,7 +179,8 @@ static bool engine_clone(ds_sim_engine *dst, const ds_sim_engine *src)
     dst->now = src->now;
     dst->busy = src->busy;
     dst->next_seq = src->next_seq;
-    dst->next_launch = src->next_launch;
+    memcpy(dst->prev, src->prev, src->n_prev * sizeof *src->prev); /* a head start for its sort */
+    dst->n_prev = src->n_prev;
     memcpy(dst->usms, src->usms, src->n_units * sizeof *src->usms);
     memcpy(dst->unit_free, src->unit_free, src->n_units * sizeof *src->unit_free);
     memcpy(dst->b, src->b, src->nb * sizeof *src->b);
@@ -499,7 +499,6 @@ static void launch(ds_sim_engine *e, uint32_t bi)
 {
     eng_batch *b = &e->b[bi];
     b->launched = true;
-    b->launch_seq = e->next_launch++;
     b->undispatched = b->k[b->cur].blocks;
     e->pending[e->n_pending++] = bi;
 }
