@@ -47,7 +47,8 @@ run sim-calibration.txt "$BUILD/bench/sim_calibration" bench/profiles/h100-sim.t
 run sim-speed.txt "$BUILD/bench/sim_speed"
 # 6. the policies side by side on the simulated H100, every workload
 run sched-compare-sim.txt "$BUILD/bench/sched_compare" --workload bench/workloads/two_models.txt \
-    --workload bench/workloads/bursty.txt --workload bench/workloads/step.txt --out bench/results
+    --workload bench/workloads/bursty.txt --workload bench/workloads/step.txt \
+    --workload bench/workloads/mixed_slo.txt --out bench/results
 # eight models: profiling eight models on two devices dominates; 3 s points
 run sched-compare-eight-sim.txt "$BUILD/bench/sched_compare" --quick \
     --workload bench/workloads/eight_models.txt --out bench/results
