@@ -129,14 +129,17 @@ static bool replan_joint(dstack_ctx *ctx)
 static void replan_static(dstack_ctx *ctx)
 {
     uint32_t n = ctx->n_live;
-    bool due = ctx->live_gen != ctx->planned_gen;
-    for (uint32_t i = 0; i < n; i++) {
-        api_model *am = ctx->live[i];
-        if (plannable(am))
-            due |= ds_replan_due(am->planned_rate, ds_sched_model_rate(ctx->sched, am->handle), REPLAN_FACTOR);
-    }
+    double *rate = ds_calloc(n ? n : 1, sizeof *rate); /* one reading per model per pass */
     uint32_t *knee = ds_calloc(n ? n : 1, sizeof *knee), *home = ds_calloc(n ? n : 1, sizeof *home);
-    if (!due || !knee || !home) {
+    bool due = ctx->live_gen != ctx->planned_gen;
+    for (uint32_t i = 0; rate && i < n; i++) {
+        api_model *am = ctx->live[i];
+        rate[i] = ds_sched_model_rate(ctx->sched, am->handle);
+        if (plannable(am))
+            due |= ds_replan_due(am->planned_rate, rate[i], REPLAN_FACTOR);
+    }
+    if (!due || !rate || !knee || !home) {
+        free(rate);
         free(knee);
         free(home);
         return;
@@ -146,8 +149,7 @@ static void replan_static(dstack_ctx *ctx)
         knee[i] = ds_sched_model_units(ctx->sched, am->handle);
         ds_model_plan alone;
         if (plannable(am) &&
-            ds_plan_model(am->lat, am->slo_us, ds_sched_model_rate(ctx->sched, am->handle) * DS_PLAN_HEADROOM,
-                          am->fixed_units, 0, &alone) == DSTACK_OK)
+            ds_plan_model(am->lat, am->slo_us, rate[i] * DS_PLAN_HEADROOM, am->fixed_units, 0, &alone) == DSTACK_OK)
             knee[i] = alone.units;
     }
     /* ctx->live is in registration order, as the scheduler's views are
@@ -156,19 +158,14 @@ static void replan_static(dstack_ctx *ctx)
     ctx->planned_gen = ctx->live_gen;
     for (uint32_t i = 0; i < n; i++) {
         api_model *am = ctx->live[i];
-        if (!plannable(am) || home[i] == 0)
-            continue;
-        double r = ds_sched_model_rate(ctx->sched, am->handle);
         ds_model_plan at_home;
-        if (ds_plan_model(am->lat, am->slo_us, r * DS_PLAN_HEADROOM, home[i], 0, &at_home) != DSTACK_OK)
-            continue;
-        if (ds_sched_model_update(ctx->sched, am->handle, at_home.batch, knee[i]) != DSTACK_OK)
-            continue;
-        am->planned_rate = r;
-        am->info.batch_size = at_home.batch;
-        am->info.sm_count = ds_api_share_sms(ctx, home[i]);
-        am->info.predicted_latency_us = (uint64_t)(at_home.latency_us + 0.5);
+        /* the batch for the home partition; the scheduler keeps the knee,
+         * the share its layout scales */
+        if (plannable(am) && home[i] &&
+            ds_plan_model(am->lat, am->slo_us, rate[i] * DS_PLAN_HEADROOM, home[i], 0, &at_home) == DSTACK_OK)
+            apply_plan(ctx, am, &at_home, knee[i], rate[i]);
     }
+    free(rate);
     free(knee);
     free(home);
 }
