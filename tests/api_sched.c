@@ -294,6 +294,14 @@ static void test_planner_fits_the_shares_of_the_mix_to_the_device(void **state)
  * batch on the whole device (132 SMs), and static_spatial on its home
  * partition, the knees scaled down to fit (found by a new user: both
  * reported the knee, and static_spatial planned batches for it). */
+static uint32_t info_sms(dstack_ctx *ctx, dstack_model *m)
+{
+    dstack_model_info info;
+    dstack_model_info_init(&info);
+    assert_int_equal(dstack_model_info_get(ctx, m, &info), DSTACK_OK);
+    return info.sm_count;
+}
+
 static void test_info_reports_the_share_the_policy_runs(void **state)
 {
     (void)state;
@@ -303,10 +311,7 @@ static void test_info_reports_the_share_the_policy_runs(void **state)
         dstack_model *m;
         assert_int_equal(open_sim(&ctx, whole[p]), DSTACK_OK);
         assert_int_equal(register_zoo(ctx, "resnet50", 25000, 0, 0, &m), DSTACK_OK);
-        dstack_model_info info;
-        dstack_model_info_init(&info);
-        assert_int_equal(dstack_model_info_get(ctx, m, &info), DSTACK_OK);
-        assert_int_equal(info.sm_count, 132);
+        assert_int_equal(info_sms(ctx, m), 132);
         dstack_destroy(ctx);
     }
     /* six models planned alone ask for more than 15 units: their homes
@@ -318,22 +323,15 @@ static void test_info_reports_the_share_the_policy_runs(void **state)
     uint32_t knee_sum = 0;
     for (int i = 0; i < 6; i++) {
         assert_int_equal(register_zoo(ctx, names[i], 30000, 0, 0, &m[i]), DSTACK_OK);
-        dstack_model_info info;
-        dstack_model_info_init(&info);
-        assert_int_equal(dstack_model_info_get(ctx, m[i], &info), DSTACK_OK);
-        knee_sum += info.sm_count;
+        knee_sum += info_sms(ctx, m[i]);
     }
     assert_true(knee_sum > 132); /* the knees alone do not fit */
     uint32_t home_sum = 0;
     for (int tries = 0; tries < 50; tries++) { /* the planner runs every 100 ms */
         usleep(50000);
         home_sum = 0;
-        for (int i = 0; i < 6; i++) {
-            dstack_model_info info;
-            dstack_model_info_init(&info);
-            assert_int_equal(dstack_model_info_get(ctx, m[i], &info), DSTACK_OK);
-            home_sum += info.sm_count;
-        }
+        for (int i = 0; i < 6; i++)
+            home_sum += info_sms(ctx, m[i]);
         if (home_sum <= 132)
             break;
     }

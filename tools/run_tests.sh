@@ -15,6 +15,8 @@ tally() {
     if [ "$2" -ne 0 ] && [ "$4" -eq 0 ]; then failed=$((failed + 1)); fi
     if [ "$2" -ne 0 ]; then suites_failed="$suites_failed $1"; fi
 }
+# tally_rc SUITE RC: a suite that reports only its exit status, one check.
+tally_rc() { tally "$1" "$2" $(($2 == 0)) $(($2 != 0)); }
 # The policy benchmark (bench/sched_compare --quick, below) checks the
 # ideal bound on every workload of bench/workloads; the eight-model mix
 # takes a few minutes, so it runs in the background beside the unit tests,
@@ -67,12 +69,12 @@ if [ -n "$sc8_pid" ]; then
     echo "== $sc --quick $*"
     "$sc" --quick "$@" --out "${TMPDIR:-/tmp}" >"$log" 2>&1; rc=$?
     cat "$log"
-    tally sched_compare $rc $([ $rc -eq 0 ] && echo 1 || echo 0) $([ $rc -eq 0 ] && echo 0 || echo 1)
+    tally_rc sched_compare $rc
     echo "== $sc --quick --workload bench/workloads/eight_models.txt"
     wait "$sc8_pid"; rc=$?
     sc8_pid=""
     cat "$sc8_dir/log"
-    tally sched_compare-eight $rc $([ $rc -eq 0 ] && echo 1 || echo 0) $([ $rc -eq 0 ] && echo 0 || echo 1)
+    tally_rc sched_compare-eight $rc
 else
     echo "== sched_compare skipped: $([ -n "${SANITIZED:-}" ] && echo 'a sanitized build' || echo "no $sc")"
 fi

@@ -73,12 +73,6 @@ static int load_green_api(ds_green_api *a) {
     return ok;
 }
 
-/* May the remainder of the split join the last unit's ranges? The driver
- * takes resources of one split (results and remainder) in one descriptor
- * (cuDevResourceGenerateDesc, CUDA 12.4+); whether a green context made of
- * it really holds them is asked once here: made, read back (the last
- * unit's SMs and the remainder's) and destroyed. Where anything says no,
- * only the range of every unit (the whole device) has them. */
 /* A green context of the SM resources res[0..n) (one split's). */
 static CUresult green_of(ds_gpu *g, CUdevResource *res, unsigned n, CUgreenCtx *gc) {
     CUdevResourceDesc desc;
@@ -86,6 +80,12 @@ static CUresult green_of(ds_gpu *g, CUdevResource *res, unsigned n, CUgreenCtx *
     return r == CUDA_SUCCESS ? g->api.green_create(gc, desc, g->cu_device, CU_GREEN_CTX_DEFAULT_STREAM) : r;
 }
 
+/* May the remainder of the split join the last unit's ranges? The driver
+ * takes resources of one split (results and remainder) in one descriptor
+ * (cuDevResourceGenerateDesc, CUDA 12.4+); whether a green context made of
+ * it really holds them is asked once here: made, read back (the last
+ * unit's SMs and the remainder's) and destroyed. Where anything says no,
+ * only the range of every unit (the whole device) has them. */
 static int tail_takes_remainder(ds_gpu *g) {
     unsigned n = g->info.n_units;
     CUdevResource tail[2] = {g->units[n - 1], g->rem};
