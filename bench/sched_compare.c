@@ -30,8 +30,9 @@
  * key=value pairs. Exit status 1 if some policy beats ideal, 0 otherwise.
  * The bound is checked, not proved: `ideal` gives every kernel the SMs it
  * can use with no waves, units or fragmentation, the oldest batch first,
- * which on equal SLOs (every workload here) is also the earliest deadline
- * first; with mixed SLOs a deadline-ordered policy could beat that order.
+ * which on equal SLOs is also the earliest deadline first; with mixed SLOs
+ * (bench/workloads/mixed_slo.txt, where it holds) a deadline-ordered policy
+ * could beat that order.
  */
 #include <math.h>
 #include <pthread.h>
